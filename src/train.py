@@ -1,0 +1,24 @@
+"""Train a network on a task, then test its best checkpoint.
+
+    python src/train.py model=resnet50 task=simpsons
+    python src/train.py -m model=cnn,resnet_small seed=1,2,3
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.run import train
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = report_errors(lambda: train(cfg))
+    return metrics.get(cfg.get("optimized_metric") or "")
+
+
+if __name__ == "__main__":
+    set_repo_root()
+    main()

@@ -1,0 +1,1 @@
+"""visionbench: classic vision CNNs benchmarked with Lightning + Hydra."""

@@ -1,0 +1,31 @@
+"""Shared plumbing of the thin entry points in src/: repository root, clean user-facing errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from visionbench.errors import VisionbenchError
+
+T = TypeVar("T")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = str(REPO_ROOT / "conf")
+
+
+def set_repo_root() -> None:
+    """Make ``paths.root_dir`` default to the repository, wherever the command is run from."""
+    os.environ.setdefault("VISIONBENCH_ROOT", str(REPO_ROOT))
+
+
+def report_errors(fn: Callable[[], T]) -> T:
+    """Run ``fn``; a ``VisionbenchError`` (bad data or config) prints its paragraph, not a traceback."""
+    try:
+        return fn()
+    except VisionbenchError as err:
+        logging.getLogger("visionbench").error("%s: %s", type(err).__name__, err)
+        print(f"\nerror: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,151 @@
+"""The Simpsons classification data (and the built-in ``shapes`` data in the same layout)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from visionbench.data.atomic import file_lock
+from visionbench.data.base import VisionDataModule
+from visionbench.data.images import load_rgb
+from visionbench.data.split import (
+    EXCLUDED,
+    MANIFEST,
+    Entry,
+    SplitSpec,
+    build_split,
+    manifest_is_current,
+    read_manifest,
+    write_manifest,
+)
+from visionbench.data.transforms import Augment, classification_transform
+from visionbench.errors import CorruptDataError, DataNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class ManifestImageDataset(Dataset):
+    """The images of one split as listed in the manifest, labelled by class index."""
+
+    def __init__(self, root: Path, entries: list[Entry], class_to_idx: dict[str, int], transform: Callable[[Any], Tensor]) -> None:
+        self.root = root
+        self.entries = entries
+        self.class_to_idx = class_to_idx
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        entry = self.entries[index]
+        path = self.root / entry.path
+        try:
+            image = load_rgb(path)
+        except FileNotFoundError as err:
+            raise DataNotFoundError(
+                f"'{path}' is listed in {self.root / MANIFEST} but no longer exists. Restore the file, or delete "
+                "the manifest so it is rebuilt from the files present."
+            ) from err
+        except OSError as err:
+            raise CorruptDataError(
+                f"'{path}' changed since the manifest was built and no longer decodes ({err}). Delete "
+                f"{self.root / MANIFEST} to rebuild the split (unreadable files are then excluded and listed)."
+            ) from err
+        return self.transform(image), self.class_to_idx[entry.label]
+
+
+class SimpsonsDataModule(VisionDataModule):
+    """Kaggle Simpsons layout -> deterministic manifest -> per-image v2 transforms.
+
+    ``generator`` (a Hydra partial) creates a built-in dataset in the same layout when the
+    root holds none, which is how ``task=shapes`` runs offline through this exact code path.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        split: dict[str, Any] | None = None,
+        augment: dict[str, Any] | None = None,
+        generator: Callable[[Path], Path] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.root = Path(root)
+        self.image_size = image_size
+        self.spec = SplitSpec(**(split or {}))
+        self.augment = Augment(**(augment or {}))
+        self.generator = generator
+        self.entries: list[Entry] | None = None
+        self.datasets: dict[str, ManifestImageDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Generate (built-in data only) and build the manifest once; later calls reuse it."""
+        with file_lock(self.root.parent / f".{self.root.name}.lock"):
+            if self.generator is not None:
+                self.generator(self.root)
+            if manifest_is_current(self.root, self.spec):
+                return
+            result = build_split(self.root, self.spec)
+            if not result.entries:
+                raise DataNotFoundError(
+                    f"No class in '{self.root}' has more than {self.spec.min_images} readable images "
+                    f"(found: {dict(sorted(result.dropped_classes.items())) or 'none'}). Lower "
+                    "task.data.split.min_images or add images."
+                )
+            write_manifest(self.root, result, self.spec)
+            if result.excluded:
+                log.warning(
+                    "%d file(s) excluded from %s (unreadable or duplicate content); the list is in %s",
+                    len(result.excluded), self.root, self.root / EXCLUDED,
+                )
+            if result.dropped_classes:
+                log.info("classes with <= %d images dropped: %s", self.spec.min_images, result.dropped_classes)
+
+    def _entries(self) -> list[Entry]:
+        if self.entries is None:
+            if not (self.root / MANIFEST).is_file():
+                self.prepare_data()
+            self.entries = read_manifest(self.root)
+        return self.entries
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted({e.label for e in self._entries()})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def excluded_files(self) -> list[tuple[str, str]]:
+        with open(self.root / EXCLUDED, newline="") as f:
+            return [(r["path"], r["reason"]) for r in csv.DictReader(f)]
+
+    def split_dataset(self, split: str, train_transform: bool = False) -> ManifestImageDataset:
+        class_to_idx = {c: i for i, c in enumerate(self.class_names)}
+        transform = classification_transform(self.image_size, self.augment if train_transform else None)
+        return ManifestImageDataset(self.root, [e for e in self._entries() if e.split == split], class_to_idx, transform)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.datasets = {
+            "train": self.split_dataset("train", train_transform=True),
+            "val": self.split_dataset("val"),
+            "test": self.split_dataset("test"),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["train"], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["test"], train=False)

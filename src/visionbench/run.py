@@ -1,0 +1,116 @@
+"""Build a run from its composed config and execute it (the logic behind src/train.py and src/eval.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from visionbench.data.atomic import write_text_atomic
+from visionbench.data.base import VisionDataModule
+from visionbench.errors import ConfigError
+from visionbench.tasks.base import VisionTask
+
+log = logging.getLogger(__name__)
+
+
+def check_model_task(model_cfg: DictConfig, task_cfg: DictConfig) -> None:
+    """Fail at config time when the network serves another task kind (e.g. fcn on shapes)."""
+    target = model_cfg.net._target_
+    kind = getattr(get_class(target), "task_kind", None)
+    if kind != task_cfg.kind:
+        raise ConfigError(
+            f"model={model_cfg.name} ({target}) is a {kind} network but task={task_cfg.name} is a "
+            f"{task_cfg.kind} task. Pick a {task_cfg.kind} model (see conf/model/), or a task of kind {kind}."
+        )
+
+
+def build_datamodule(cfg: DictConfig) -> VisionDataModule:
+    datamodule: VisionDataModule = instantiate(cfg.task.data, _convert_="all")
+    datamodule.prepare_data()
+    return datamodule
+
+
+def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
+    check_model_task(cfg.model, cfg.task)
+    net = instantiate(cfg.model.net, num_classes=datamodule.num_classes)
+    task: VisionTask = instantiate(
+        cfg.task.module,
+        net=net,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        channels_last=cfg.get("channels_last", False),
+        compile=cfg.get("compile", False),
+        _convert_="partial",
+    )
+    # Set after instantiation: the config holds `_target_` nodes that instantiate would build.
+    task.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return task
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers: list[Logger] = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config flattened to dotted keys, for TensorBoard's HParams tab."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}." if not str(k).startswith("_") else prefix)
+        elif not (prefix.endswith("_target_.") or prefix == ""):
+            out[prefix.rstrip(".")] = node if isinstance(node, (int, float, str, bool)) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    task = build_task(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    monitor = cfg.task.monitor
+    for lg in trainer.loggers:
+        lg.log_hyperparams(flat_params(cfg), {f"{monitor}_best": 0.0, f"test/{monitor.split('/', 1)[1]}": 0.0})
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(_scalars(trainer.callback_metrics))
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("No best checkpoint was saved (fast_dev_run or no validation); testing the current weights.")
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        metrics.update(_scalars(trainer.callback_metrics))
+    metrics["params"] = count_parameters(task.net)
+    metrics["wall_time_s"] = time.perf_counter() - start
+    metrics["epochs"] = trainer.current_epoch
+    if trainer.is_global_zero:
+        write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        log.info("Run folder: %s\nTensorBoard: tensorboard --logdir %s", out_dir, out_dir)
+    return metrics

@@ -1,0 +1,1 @@
+"""LightningModules that own the loss, metrics, optimiser and logging of each task kind."""

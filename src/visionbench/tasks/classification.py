@@ -1,0 +1,92 @@
+"""Image classification: cross-entropy (plus weighted auxiliary heads) and torchmetrics accuracies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from visionbench.models.base import AuxOutput
+from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
+
+
+def accuracy_metrics(num_classes: int) -> MetricCollection:
+    """Top-1 (micro), macro (mean per-class) and, with more than 5 classes, top-5 accuracy."""
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
+    }
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class ClassificationTask(VisionTask):
+    """Metrics are torchmetrics objects held by the module (so they move with it and sync
+    exactly under DDP) and logged as objects, so Lightning computes and resets them per epoch."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        class_names: list[str] | None = None,
+        label_smoothing: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(net, optimizer, scheduler, monitor="val/acc", monitor_mode="max", **kwargs)
+        self.num_classes = num_classes
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.label_smoothing = label_smoothing
+        metrics = accuracy_metrics(num_classes)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # the sanity check's value must not count as the best
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        out = self(x)
+        if isinstance(out, AuxOutput):
+            logits = out.logits
+            loss = self.loss(logits, y) + out.aux_weight * sum(self.loss(a, y) for a in out.aux)
+        else:
+            logits, loss = out, self.loss(out, y)
+        self.check_finite(loss, batch_idx)
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss_metric = self.val_loss if stage == "val" else self.test_loss
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        loss_metric.update(self.loss(logits, y), weight=len(y))
+        metrics.update(logits, y)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return logits
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best.update(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
