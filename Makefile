@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench tensorboard data-simpsons data-voc clean
+.PHONY: install test demo bench report tensorboard data-simpsons data-voc clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,24 @@ demo: $(STAMP)  ## plain CNN vs small ResNet on the built-in dataset, then a com
 bench: $(STAMP)  ## speed/cost/quality table of every model (logs/bench/<time>/)
 	$(PY) src/bench.py
 
+report: $(STAMP)  ## one table (CSV + Markdown + PNG) of the runs under DIR: make report DIR=logs/train/multiruns/<time>
+	$(PY) src/report.py $(or $(DIR),logs)
+
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir logs
 
 data-simpsons: $(STAMP)  ## build the Simpsons split from a Kaggle download: make data-simpsons SOURCE=archive.zip
 	$(PY) src/prepare.py task=simpsons source=$(SOURCE)
+
+data-voc:  ## where PASCAL VOC2012 goes (not downloaded: the machines are offline)
+	@echo "PASCAL VOC2012 segmentation is not downloaded automatically."
+	@echo "1. Get VOCtrainval_11-May-2012.tar (1.9 GB) from the PASCAL VOC 2012 website"
+	@echo "2. mkdir -p data/voc && tar -xf VOCtrainval_11-May-2012.tar -C data/voc"
+	@echo "   -> data/voc/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}"
+	@echo "3. Optional SBD augmented train set (10,582 images): copy SegmentationClassAug/ and"
+	@echo "   ImageSets/Segmentation/train_aug.txt into data/voc/VOCdevkit/VOC2012/, then task.data.train_split=train_aug"
+	@echo "4. Check every file once: $(PY) src/prepare.py task=voc task.data.validate=true"
+	@echo "No download needed for the built-in stand-in: $(PY) src/train.py task=shapes_seg model=fcn"
 
 clean:
 	rm -rf logs/train logs/debug logs/eval

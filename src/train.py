@@ -10,11 +10,12 @@ import hydra
 from omegaconf import DictConfig
 
 from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
-from visionbench.run import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from visionbench.run import train  # imported after composition: config errors answer fast
+
     metrics = report_errors(lambda: train(cfg))
     return metrics.get(cfg.get("optimized_metric") or "")
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionbench.data.atomic import write_text_atomic
 from visionbench.data.base import VisionDataModule
-from visionbench.errors import ConfigError
+from visionbench.errors import ConfigError, DataNotFoundError
 from visionbench.tasks.base import VisionTask
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ def build_datamodule(cfg: DictConfig) -> VisionDataModule:
 
 
 def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
-    check_model_task(cfg.model, cfg.task)
     net = instantiate(cfg.model.net, num_classes=datamodule.num_classes)
     task: VisionTask = instantiate(
         cfg.task.module,
@@ -89,6 +88,7 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
     start = time.perf_counter()
+    check_model_task(cfg.model, cfg.task)  # before any data is generated or read
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
@@ -113,4 +113,55 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         log.info("Run folder: %s\nTensorBoard: tensorboard --logdir %s", out_dir, out_dir)
+    return metrics
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a visionbench checkpoint with ``weights_only=True`` (no pickled code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"Checkpoint '{path}' does not exist. Pass ckpt_path=<run folder>/checkpoints/last.ckpt "
+            "(or an epoch_*.ckpt) of a finished training run."
+        )
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "visionbench_config" not in checkpoint:
+        raise ConfigError(
+            f"'{path}' has no visionbench run config: it was not written by src/train.py, so the network "
+            "cannot be rebuilt from it. Use a checkpoint from a visionbench run folder."
+        )
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test (or validate) a checkpoint. The network comes from the checkpoint's own config; the
+    task comes from the command line when given (``task=...``), else from the checkpoint too."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    run_cfg = OmegaConf.create(checkpoint["visionbench_config"])
+    if cfg.get("task") is not None:
+        run_cfg.task = cfg.task
+    run_cfg.trainer = cfg.trainer
+    run_cfg.logger = cfg.get("logger")
+    run_cfg.callbacks = None
+    run_cfg.compile = False
+    check_model_task(run_cfg.model, run_cfg.task)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(run_cfg)
+    task = build_task(run_cfg, datamodule)
+    try:
+        task.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ConfigError(
+            f"The weights in '{cfg.ckpt_path}' do not fit model={run_cfg.model.name} on task={run_cfg.task.name} "
+            f"({datamodule.num_classes} classes): {str(err).splitlines()[0]} Evaluate on the task the checkpoint "
+            "was trained on (omit task=)."
+        ) from None
+    trainer = build_trainer(run_cfg)
+    if cfg.split == "val":
+        results = trainer.validate(task, datamodule=datamodule)
+    else:
+        results = trainer.test(task, datamodule=datamodule)
+    metrics = _scalars(results[0]) if results else {}
+    if trainer.is_global_zero:
+        write_text_atomic(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     return metrics

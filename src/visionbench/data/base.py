@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
@@ -29,7 +32,7 @@ class VisionDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
         rank, world = self._rank_world()
         if train:
             sampler = (
@@ -46,4 +49,5 @@ class VisionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_fn,
         )

@@ -82,6 +82,15 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
+def _contrasting_colour(rng: np.random.Generator, background: np.ndarray, min_distance: float = 90.0) -> tuple[int, int, int]:
+    """A random colour at least ``min_distance`` (RGB Euclidean) from the mean background, so the
+    class is always visible: the difficulty should come from shape, not from invisibility."""
+    while True:
+        colour = rng.integers(0, 256, 3)
+        if np.linalg.norm(colour - background) >= min_distance:
+            return (int(colour[0]), int(colour[1]), int(colour[2]))
+
+
 def render(label: str, rng: np.random.Generator, image_size: int = 64) -> Image.Image:
     """Render one image of class ``label``: textured background, clutter, the shape, noise."""
     size = image_size * SUPERSAMPLE
@@ -97,15 +106,15 @@ def render(label: str, rng: np.random.Generator, image_size: int = 64) -> Image.
             rad = rng.uniform(1, 4) * SUPERSAMPLE
             draw.ellipse([x0 - rad, y0 - rad, x0 + rad, y0 + rad], fill=colour)
     outer, hole, hole_dx = CLASSES[label]
-    r = size * rng.uniform(0.18, 0.38)
-    cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)
+    r = size * rng.uniform(0.25, 0.4)
+    cx, cy = size / 2 + rng.uniform(-0.12, 0.12, 2) * size
     angle = rng.uniform(0, 2 * math.pi)
     mask = Image.new("L", (size, size), 0)
     mdraw = ImageDraw.Draw(mask)
     mdraw.polygon(_place(outer, cx, cy, r, angle), fill=255)
     if hole is not None:
         mdraw.polygon(_place(hole, cx, cy, r, angle, hole_dx), fill=0)
-    colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+    colour = _contrasting_colour(rng, np.asarray(canvas, dtype=np.float32).mean(axis=(0, 1)))
     canvas.paste(Image.new("RGB", (size, size), colour), mask=mask)
     image = canvas.resize((image_size, image_size), Image.Resampling.LANCZOS)
     if rng.random() < 0.3:
@@ -117,8 +126,8 @@ def render(label: str, rng: np.random.Generator, image_size: int = 64) -> Image.
 def generate_shapes(
     root: Path | str,
     num_classes: int = 12,
-    per_class: int = 200,
-    image_size: int = 64,
+    per_class: int = 600,
+    image_size: int = 48,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:

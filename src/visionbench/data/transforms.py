@@ -39,6 +39,7 @@ def augmentation(aug: Augment) -> list[v2.Transform]:
             translate=(aug.translate, aug.translate),
             scale=(1 - aug.zoom, 1 + aug.zoom),
             shear=aug.shear,
+            interpolation=v2.InterpolationMode.BILINEAR,  # Keras' default (order 1)
         ),
         v2.ColorJitter(brightness=tuple(aug.brightness)),
         v2.RandomHorizontalFlip(aug.hflip),

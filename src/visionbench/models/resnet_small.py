@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from visionbench.models.base import TaskKind
+from visionbench.models.cnn import he_init
 
 
 class PreActUnit(nn.Module):
@@ -54,6 +55,7 @@ class SmallResNet(nn.Module):
             flat = self.features.eval()(torch.zeros(1, in_channels, image_size, image_size)).numel()
         self.features.train()
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, num_classes))
+        he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

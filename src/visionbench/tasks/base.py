@@ -77,3 +77,4 @@ class VisionTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["visionbench_config"] = self.run_config
+        checkpoint["visionbench_class_names"] = list(getattr(self, "class_names", []))

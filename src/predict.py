@@ -1,0 +1,26 @@
+"""Predict with a trained checkpoint: top-k classes (or a mask) per image, and a figure per image.
+
+    python src/predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=photo.jpg
+    python src/predict.py ckpt_path=... input=folder/ output_dir=out/ top_k=3
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.predict import predict
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else None
+    report_errors(lambda: predict(Path(cfg.ckpt_path), Path(cfg.input), output_dir, cfg.top_k, cfg.device))
+
+
+if __name__ == "__main__":
+    set_repo_root()
+    main()

@@ -1,0 +1,283 @@
+"""Benchmark results as tables and a plot, joined with the quality of trained runs found under ``logs/``.
+
+CSV keeps raw numbers for later analysis; Markdown is what goes into the README; the PNG shows
+the speed/cost trade-off at a glance. Ratio columns are computed here, from rows of the same
+run, because ratios are only meaningful between measurements taken under the same conditions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from visionbench.bench.speed import Measurement
+
+OURS = "ours"
+TORCHVISION = "torchvision"
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A metric over seeds: mean ± sample standard deviation (0 for a single seed)."""
+
+    metric: str
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.std:.3f} (n={self.n})"
+
+
+@dataclass
+class BenchRow:
+    """One measured (or failed) network × task × variant, plus the columns derived from other rows."""
+
+    model: str
+    impl: str
+    task: str
+    variant: str
+    batch_size: int
+    image_size: tuple[int, int]
+    warmup: int
+    iters: int
+    measurement: Measurement | None = None
+    error: str | None = None
+    train_ratio_vs_torchvision: float | None = None
+    infer_ratio_vs_torchvision: float | None = None
+    train_ratio_vs_baseline: float | None = None
+    infer_ratio_vs_baseline: float | None = None
+    val_quality: Quality | None = None
+    test_quality: Quality | None = None
+
+
+def add_ratios(rows: Sequence[BenchRow], baseline_variant: str) -> None:
+    """Fill the ratio columns: ours ÷ torchvision (same variant) and variant ÷ baseline (same network)."""
+    by_key = {(r.model, r.impl, r.task, r.variant): r.measurement for r in rows if r.measurement is not None}
+    for row in rows:
+        if row.measurement is None:
+            continue
+        reference = by_key.get((row.model, TORCHVISION, row.task, row.variant)) if row.impl == OURS else None
+        row.train_ratio_vs_torchvision, row.infer_ratio_vs_torchvision = _ratios(row.measurement, reference)
+        baseline = by_key.get((row.model, row.impl, row.task, baseline_variant)) if row.variant != baseline_variant else None
+        row.train_ratio_vs_baseline, row.infer_ratio_vs_baseline = _ratios(row.measurement, baseline)
+
+
+def _ratios(m: Measurement, reference: Measurement | None) -> tuple[float | None, float | None]:
+    if reference is None:
+        return None, None
+    return m.train_images_per_s / reference.train_images_per_s, m.infer_images_per_s / reference.infer_images_per_s
+
+
+# --- quality of trained runs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the benchmark needs from one training run folder."""
+
+    path: Path
+    model: str | None
+    task: str | None
+    seed: int | None
+    metrics: dict[str, float]
+    mtime: float
+
+
+def load_runs(log_dir: Path) -> list[RunRecord]:
+    """Every run folder under ``log_dir``: a ``.hydra/config.yaml`` with a ``metrics.json`` beside it.
+
+    Folders without metrics (bench runs, crashed runs) and unreadable files are skipped, so a
+    half-populated ``logs/`` never breaks the benchmark.
+    """
+    runs = []
+    for config_path in sorted(Path(log_dir).rglob(".hydra/config.yaml")):
+        run_dir = config_path.parent.parent
+        metrics_path = run_dir / "metrics.json"
+        try:
+            config = yaml.safe_load(config_path.read_text()) or {}
+            metrics = json.loads(metrics_path.read_text())
+        except (OSError, yaml.YAMLError, json.JSONDecodeError):
+            continue
+        if not isinstance(config, dict) or not isinstance(metrics, dict):
+            continue
+        seed = config.get("seed")
+        runs.append(
+            RunRecord(
+                path=run_dir,
+                model=_name(config, "model"),
+                task=_name(config, "task"),
+                seed=seed if isinstance(seed, int) else None,
+                metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+                mtime=metrics_path.stat().st_mtime,
+            )
+        )
+    return runs
+
+
+def _name(config: dict, group: str) -> str | None:
+    node = config.get(group)
+    return node.get("name") if isinstance(node, dict) else None
+
+
+def aggregate_quality(runs: Iterable[RunRecord], model: str, task: str, metric: str) -> Quality | None:
+    """Mean ± std of ``metric`` over seeds of the matching runs; a re-run of a seed counts once (latest)."""
+    latest_per_seed: dict[object, RunRecord] = {}
+    for run in runs:
+        if run.model != model or run.task != task or metric not in run.metrics:
+            continue
+        seed_key = run.seed if run.seed is not None else run.path  # an unknown seed is its own seed
+        if seed_key not in latest_per_seed or run.mtime > latest_per_seed[seed_key].mtime:
+            latest_per_seed[seed_key] = run
+    values = [r.metrics[metric] for r in latest_per_seed.values()]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return Quality(metric=metric, mean=statistics.fmean(values), std=std, n=len(values))
+
+
+def attach_quality(rows: Sequence[BenchRow], runs: Sequence[RunRecord], metrics: Mapping[str, Mapping[str, str]]) -> None:
+    """Fill val/test quality of our rows; ``metrics`` maps a task name to its ``{val: key, test: key}``."""
+    for row in rows:
+        keys = metrics.get(row.task)
+        if row.impl != OURS or keys is None:
+            continue
+        row.val_quality = aggregate_quality(runs, row.model, row.task, keys["val"])
+        row.test_quality = aggregate_quality(runs, row.model, row.task, keys["test"])
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+CSV_COLUMNS = [
+    "model", "impl", "task", "variant", "batch_size", "image_size", "warmup", "iters",
+    "params", "gflops_per_image", "train_images_per_s", "infer_images_per_s", "train_mfu", "infer_mfu",
+    "train_peak_mem_mb", "infer_peak_mem_mb", "compile_s",
+    "train_ratio_vs_torchvision", "infer_ratio_vs_torchvision", "train_ratio_vs_baseline", "infer_ratio_vs_baseline",
+    "val_metric", "val_mean", "val_std", "val_n", "test_metric", "test_mean", "test_std", "test_n", "error",
+]  # fmt: skip
+
+
+def _record(row: BenchRow) -> dict[str, object]:
+    m = row.measurement
+    record: dict[str, object] = {
+        "model": row.model, "impl": row.impl, "task": row.task, "variant": row.variant,
+        "batch_size": row.batch_size, "image_size": "x".join(map(str, row.image_size)),
+        "warmup": row.warmup, "iters": row.iters, "error": row.error,
+        "train_ratio_vs_torchvision": row.train_ratio_vs_torchvision,
+        "infer_ratio_vs_torchvision": row.infer_ratio_vs_torchvision,
+        "train_ratio_vs_baseline": row.train_ratio_vs_baseline,
+        "infer_ratio_vs_baseline": row.infer_ratio_vs_baseline,
+    }  # fmt: skip
+    if m is not None:
+        record.update({k: getattr(m, k) for k in Measurement.__dataclass_fields__})
+    for prefix, quality in (("val", row.val_quality), ("test", row.test_quality)):
+        if quality is not None:
+            record.update({f"{prefix}_metric": quality.metric, f"{prefix}_mean": quality.mean,
+                           f"{prefix}_std": quality.std, f"{prefix}_n": quality.n})  # fmt: skip
+    return record
+
+
+def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
+    with Path(path).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in _record(row).items()})
+
+
+_MD_COLUMNS = [
+    "model", "impl", "task", "variant", "batch", "size", "iters", "params (M)", "GFLOPs/img",
+    "train img/s", "infer img/s", "train MFU", "infer MFU", "train peak MiB", "infer peak MiB", "compile s",
+    "train ×tv", "infer ×tv", "train ×base", "infer ×base", "val", "test",
+]  # fmt: skip
+
+
+def render_markdown(rows: Sequence[BenchRow], notes: Sequence[str]) -> str:
+    """A README-ready table preceded by the notes that say how the numbers were taken."""
+    lines = [f"- {note}" for note in notes] + [""]
+    lines.append("| " + " | ".join(_MD_COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in _MD_COLUMNS) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(_markdown_cells(row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cells(row: BenchRow) -> list[str]:
+    head = [row.model, row.impl, row.task, row.variant, str(row.batch_size),
+            "×".join(map(str, row.image_size)), f"{row.warmup}+{row.iters}"]  # fmt: skip
+    m = row.measurement
+    if m is None:
+        return head + [f"failed: {row.error}"] + [""] * (len(_MD_COLUMNS) - len(head) - 1)
+    return head + [
+        f"{m.params / 1e6:.2f}", f"{m.gflops_per_image:.2f}",
+        f"{m.train_images_per_s:.2f}", f"{m.infer_images_per_s:.2f}",
+        f"{m.train_mfu:.0%}", f"{m.infer_mfu:.0%}",
+        f"{m.train_peak_mem_mb:.0f}", f"{m.infer_peak_mem_mb:.0f}",
+        _fmt(m.compile_s, "{:.0f}"),
+        _fmt(row.train_ratio_vs_torchvision, "{:.2f}"), _fmt(row.infer_ratio_vs_torchvision, "{:.2f}"),
+        _fmt(row.train_ratio_vs_baseline, "{:.2f}"), _fmt(row.infer_ratio_vs_baseline, "{:.2f}"),
+        _quality_cell(row.val_quality), _quality_cell(row.test_quality),
+    ]  # fmt: skip
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else spec.format(value)
+
+
+def _quality_cell(quality: Quality | None) -> str:
+    return "" if quality is None else f"{quality.metric} {quality}"
+
+
+def write_plot(rows: Sequence[BenchRow], path: Path, baseline_variant: str) -> None:
+    """Train and inference images/s against forward GFLOPs (log-log), one labelled point per network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r.measurement is not None and r.variant == baseline_variant]
+    task_colors = {task: f"C{i}" for i, task in enumerate(dict.fromkeys(r.task for r in points))}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    for ax, phase in zip(axes, ("train", "infer"), strict=True):
+        for row in points:
+            m = row.measurement
+            assert m is not None
+            ips = m.train_images_per_s if phase == "train" else m.infer_images_per_s
+            marker = "o" if row.impl == OURS else "x"
+            ax.scatter(m.gflops_per_image, ips, marker=marker, color=task_colors[row.task])
+            ax.annotate(_point_label(row), (m.gflops_per_image, ips), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("forward GFLOPs per image (2 FLOPs per multiply-add)")
+        ax.set_ylabel(f"{phase} images/s")
+        ax.set_title(f"{phase} (○ ours, × torchvision; colour = task: {', '.join(task_colors)})")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _point_label(row: BenchRow) -> str:
+    label = row.model + (" (tv)" if row.impl == TORCHVISION else "")
+    quality = row.test_quality or row.val_quality
+    if quality is not None and not math.isnan(quality.mean):
+        label += f"\n{quality.metric} {quality.mean:.3f}"
+    return label
+
+
+def write_results(rows: Sequence[BenchRow], out_dir: Path, stem: str, notes: Sequence[str], baseline_variant: str) -> str:
+    """Write ``<stem>.csv``, ``.md`` and ``.png`` into ``out_dir``; return the Markdown for printing."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(rows, notes)
+    write_csv(rows, out_dir / f"{stem}.csv")
+    (out_dir / f"{stem}.md").write_text(markdown)
+    write_plot(rows, out_dir / f"{stem}.png", baseline_variant)
+    return markdown

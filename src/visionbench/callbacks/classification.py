@@ -1,0 +1,57 @@
+"""TensorBoard figures for classification: augmented training samples, predictions on fixed
+validation images, the confusion matrix and per-class accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
+from visionbench.callbacks.figures import (
+    Prediction,
+    class_bars_figure,
+    confusion_figure,
+    predictions_figure,
+    sample_grid,
+    unnormalize,
+)
+
+
+class ClassificationFigures(ValidationFigures):
+    """Needs ``validation_step`` to return the logits and the module to expose ``num_classes``."""
+
+    def __init__(self, num_images: int = 4, num_train_images: int = 16, every_n_epochs: int = 1, top_k: int = 10) -> None:
+        super().__init__(num_images, num_train_images, every_n_epochs)
+        self.top_k = top_k
+
+    def make_confusion(self, pl_module: L.LightningModule) -> MulticlassConfusionMatrix:
+        return MulticlassConfusionMatrix(pl_module.num_classes)
+
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        assert self.confusion is not None
+        self.confusion.update(logits.argmax(dim=1), target)
+
+    def draw_train_samples(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        images, labels = batch[0][: self.num_train_images], batch[1][: self.num_train_images]
+        names = class_names(pl_module, pl_module.num_classes)
+        add_figure(writer, "train/samples", sample_grid(unnormalize(images), [names[int(y)] for y in labels]), trainer.global_step)
+
+    def draw(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, matrix: np.ndarray) -> None:
+        names = class_names(pl_module, len(matrix))
+        step = trainer.global_step
+        if self.fixed_val_samples(trainer):
+            samples, images, logits = self.predict_fixed(trainer, pl_module)
+            probs = logits.softmax(dim=1).float().cpu().numpy()
+            predictions = [
+                Prediction(image, p, int(label)) for image, p, (_, label) in zip(unnormalize(images), probs, samples, strict=True)
+            ]
+            add_figure(writer, "val/predictions", predictions_figure(predictions, names, self.top_k), step)
+        add_figure(writer, "val/confusion_matrix", confusion_figure(matrix, names), step)
+        with np.errstate(invalid="ignore"):
+            per_class = np.diag(matrix) / matrix.sum(axis=1)
+        add_figure(writer, "val/per_class_accuracy", class_bars_figure(per_class, names, "accuracy"), step)

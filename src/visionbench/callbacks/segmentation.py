@@ -1,0 +1,55 @@
+"""TensorBoard figures for segmentation: training samples with their masks, image | prediction |
+ground truth triplets in the VOC colour map, and per-class IoU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
+from visionbench.callbacks.figures import class_bars_figure, sample_grid, segmentation_figure, unnormalize
+from visionbench.colormap import overlay
+from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.tasks.segmentation import segmentation_scores
+
+
+class SegmentationFigures(ValidationFigures):
+    """Needs ``validation_step`` to return logits ``(N, C, H, W)`` for batches ``(image, mask)``.
+
+    Ignored pixels (255) are dropped before the confusion-matrix update rather than passed as
+    ``ignore_index``, which several torchmetrics releases mishandled (torchmetrics#1385, #2558).
+    """
+
+    def make_confusion(self, pl_module: L.LightningModule) -> MulticlassConfusionMatrix:
+        return MulticlassConfusionMatrix(pl_module.num_classes, validate_args=False)
+
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        assert self.confusion is not None
+        valid = target != IGNORE_INDEX
+        self.confusion.update(logits.argmax(dim=1)[valid], target[valid])
+
+    def draw_train_samples(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
+        images = unnormalize(batch[0][: self.num_train_images])
+        masks = batch[1][: self.num_train_images].cpu().numpy()
+        overlays = [overlay(image, mask) for image, mask in zip(images, masks, strict=True)]
+        add_figure(writer, "train/samples", sample_grid(np.stack(overlays), [""] * len(overlays), columns=4), trainer.global_step)
+
+    def draw(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, matrix: np.ndarray) -> None:
+        step = trainer.global_step
+        if self.fixed_val_samples(trainer):
+            samples, images, logits = self.predict_fixed(trainer, pl_module)
+            pixels, predicted = unnormalize(images), logits.argmax(dim=1).cpu().numpy()
+            rows = []
+            for j, (_, mask) in enumerate(samples):
+                h, w = mask.shape[-2:]  # crop the validation padding away
+                rows.append((pixels[j, :h, :w], predicted[j, :h, :w], mask.cpu().numpy()))
+            add_figure(writer, "val/segmentation", segmentation_figure(rows), step)
+        names = class_names(pl_module, len(matrix))
+        iou = segmentation_scores(torch.from_numpy(matrix)).iou.numpy()
+        add_figure(writer, "val/per_class_iou", class_bars_figure(iou, names, "IoU"), step)

@@ -1,0 +1,270 @@
+"""PASCAL VOC2012 semantic segmentation in its real on-disk layout (and ``shapes_seg`` in the same).
+
+``<root>/VOCdevkit/VOC2012/{JPEGImages/<id>.jpg, SegmentationClass/<id>.png,
+ImageSets/Segmentation/<split>.txt}``; masks are palette PNGs whose pixel values *are* the class
+indices (0 = background, 1..20 = objects, 255 = void border), so they are read as indices and
+never converted to RGB. The SBD-augmented ``train_aug`` split reads ``SegmentationClassAug/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import VOCSegmentation
+
+from visionbench.data.atomic import file_lock
+from visionbench.data.base import VisionDataModule
+from visionbench.data.images import load_rgb, unreadable_reason
+from visionbench.data.seg_transforms import (
+    IGNORE_INDEX,
+    SegAugment,
+    SegmentationTransform,
+    eval_transform,
+    pad_collate,
+    train_transform,
+)
+from visionbench.errors import CorruptDataError, DataNotFoundError
+
+log = logging.getLogger(__name__)
+
+VOC_DIR = Path("VOCdevkit") / "VOC2012"
+SPLITS_DIR = Path("ImageSets") / "Segmentation"
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+TORCHVISION_SPLITS = ("train", "trainval", "val")  # what torchvision's VOCSegmentation accepts
+MASK_DIRS = {"train_aug": "SegmentationClassAug"}  # split -> mask folder; default SegmentationClass
+VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
+
+Pair = tuple[Path, Path]  # (image, mask)
+
+
+def voc_palette() -> list[int]:
+    """VOC's colour map as a flat 768-entry PIL palette (index 255, the border, is cream)."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def _missing_root(root: Path) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"PASCAL VOC2012 not found: '{root / VOC_DIR}' does not exist. Download the VOC2012 trainval "
+        f"archive (VOCtrainval_11-May-2012.tar, 1.9 GB) from the official site ({VOC_URL}) and extract "
+        f"it under '{root}' (`tar -xf VOCtrainval_11-May-2012.tar -C {root}`), so that "
+        f"'{root / VOC_DIR / 'JPEGImages'}' exists; or set task.data.root / paths.data_dir. "
+        "`task=shapes_seg` trains on the built-in dataset in the same layout, which needs no download."
+    )
+
+
+def _read_ids(list_file: Path) -> list[str]:
+    """Image ids of a split list; lines of the form ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``
+    (the common SBD ``train_aug.txt``) are reduced to their id ``x``."""
+    return [Path(line.split()[0]).stem for line in list_file.read_text().splitlines() if line.strip()]
+
+
+def split_pairs(root: Path, split: str) -> list[Pair]:
+    """(image, mask) paths of ``split``: torchvision's reader for VOC's own lists, the same
+    layout with ``SegmentationClassAug/`` masks for ``train_aug``."""
+    voc_root = root / VOC_DIR
+    if not voc_root.is_dir():
+        raise _missing_root(root)
+    list_file = voc_root / SPLITS_DIR / f"{split}.txt"
+    if not list_file.is_file():
+        hint = (
+            "train_aug comes from the SBD augmented set: put SegmentationClassAug/ and "
+            "ImageSets/Segmentation/train_aug.txt into VOC2012/, or use task.data.train_split=train."
+            if split in MASK_DIRS
+            else "Re-extract the VOC2012 trainval archive, or pick an existing list with task.data.{train,val,test}_split."
+        )
+        raise DataNotFoundError(f"The split list '{list_file}' for split '{split}' does not exist. {hint}")
+    if split in TORCHVISION_SPLITS:
+        voc = VOCSegmentation(str(root), year="2012", image_set=split, download=False)
+        return [(Path(i), Path(m)) for i, m in zip(voc.images, voc.masks)]
+    mask_dir = voc_root / MASK_DIRS.get(split, "SegmentationClass")
+    return [(voc_root / "JPEGImages" / f"{i}.jpg", mask_dir / f"{i}.png") for i in _read_ids(list_file)]
+
+
+def _missing_file(path: Path, split: str) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"'{path}' is listed in split '{split}' (ImageSets/Segmentation/{split}.txt) but does not exist. "
+        "Re-extract the dataset archive, or remove the id from the list."
+    )
+
+
+def load_mask(path: Path, num_classes: int, split: str = "?") -> np.ndarray:
+    """The mask as an (H, W) uint8 array of class indices; any value other than
+    ``0..num_classes-1`` and 255 is an error naming the file and the values."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise CorruptDataError(
+                    f"Mask '{path}' has mode {image.mode}; segmentation masks must be palette (P) or grayscale (L) "
+                    "PNGs whose pixel values are class indices, as VOC's SegmentationClass/. A colour (RGB) "
+                    "rendering of the labels cannot be used: convert it back to indices."
+                )
+            mask = np.array(image)
+    except FileNotFoundError as err:
+        raise _missing_file(path, split) from err
+    except OSError as err:
+        raise CorruptDataError(f"Mask '{path}' cannot be decoded ({err}). Re-extract it from the dataset archive.") from err
+    values = np.unique(mask)
+    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    if bad.size:
+        raise CorruptDataError(
+            f"Mask '{path}' contains value(s) {bad.tolist()} outside the class indices 0..{num_classes - 1} and "
+            f"{IGNORE_INDEX} (ignore). The file is corrupt or belongs to another label set; re-extract it, or "
+            "check task.data.class_names (its length is the number of classes)."
+        )
+    return mask
+
+
+def _check_sizes(image_path: Path, image_size: tuple[int, int], mask_path: Path, mask_size: tuple[int, int]) -> None:
+    if image_size != mask_size:
+        raise CorruptDataError(
+            f"Image '{image_path}' is {image_size[0]}x{image_size[1]} but its mask '{mask_path}' is "
+            f"{mask_size[0]}x{mask_size[1]} (width x height); they must match pixel for pixel. "
+            "Re-extract both from the dataset archive."
+        )
+
+
+class SegmentationFiles(Dataset):
+    """The (image, mask) pairs of one split; each mask is checked as it is loaded (cheap)."""
+
+    def __init__(self, pairs: list[Pair], num_classes: int, transform: SegmentationTransform, split: str) -> None:
+        self.pairs = pairs
+        self.num_classes = num_classes
+        self.transform = transform
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        image_path, mask_path = self.pairs[index]
+        try:
+            image = load_rgb(image_path)
+        except FileNotFoundError as err:
+            raise _missing_file(image_path, self.split) from err
+        except OSError as err:
+            raise CorruptDataError(f"Image '{image_path}' cannot be decoded ({err}). Re-extract it from the dataset archive.") from err
+        mask = load_mask(mask_path, self.num_classes, self.split)
+        _check_sizes(image_path, image.size, mask_path, (mask.shape[1], mask.shape[0]))
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.transform(*self.load(index))
+
+
+def validate_pairs(pairs: list[Pair], num_classes: int, split: str) -> None:
+    """Every file of a split exists and decodes, masks hold valid indices, sizes match."""
+    for image_path, mask_path in pairs:
+        if not image_path.is_file():
+            raise _missing_file(image_path, split)
+        reason = unreadable_reason(image_path)
+        if reason is not None:
+            raise CorruptDataError(f"Image '{image_path}' (split '{split}') {reason}. Re-extract it from the dataset archive.")
+        mask = load_mask(mask_path, num_classes, split)
+        with Image.open(image_path) as image:
+            _check_sizes(image_path, image.size, mask_path, (mask.shape[1], mask.shape[0]))
+
+
+class VOCSegmentationDataModule(VisionDataModule):
+    """VOC2012 layout -> per-image joint transforms -> padded batches.
+
+    Training uses random crops (padded when the image is smaller, never dropped); validation
+    and test use full images, batched by ``pad_collate``. VOC publishes no test labels, so the
+    configs set ``test_split: val``. ``generator`` (a Hydra partial) writes a built-in dataset
+    in this layout when the root holds none, which is how ``task=shapes_seg`` runs offline.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        crop: tuple[int, int] = (320, 480),
+        augment: dict[str, Any] | None = None,
+        size_divisor: int = 32,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        validate: bool = False,
+        class_names: list[str] | None = None,
+        generator: Callable[[Path], Path] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.root = Path(root)
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.crop = (int(crop[0]), int(crop[1]))
+        self.augment = SegAugment(**(augment or {}))
+        self.size_divisor = size_divisor
+        self.validate = validate
+        self.class_names = list(class_names or VOC_CLASSES)
+        self.generator = generator
+        self.validated = False  # prepare_data runs more than once per run (harness, fit, test)
+        self.datasets: dict[str, SegmentationFiles] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        """Generate (built-in data only), check the layout and, with ``validate``, every file."""
+        with file_lock(self.root.parent / f".{self.root.name}.lock"):
+            if self.generator is not None:
+                self.generator(self.root)
+            pairs = {split: split_pairs(self.root, split) for split in dict.fromkeys(self.splits.values())}
+            if self.validate and not self.validated:
+                for split, split_files in pairs.items():
+                    validate_pairs(split_files, self.num_classes, split)
+                log.info("validated %d image/mask pairs in %s (%s)", sum(map(len, pairs.values())), self.root, ", ".join(pairs))
+                self.validated = True
+
+    def setup(self, stage: str | None = None) -> None:
+        pairs = {stage_: split_pairs(self.root, split) for stage_, split in self.splits.items()}
+        overlap = {p for p, _ in pairs["train"]} & {p for p, _ in pairs["val"]}
+        if overlap:
+            log.warning(
+                "%d image(s) of train split '%s' are also in val split '%s': validation numbers are optimistic.",
+                len(overlap), self.splits["train"], self.splits["val"],
+            )
+        self.datasets = {
+            stage_: SegmentationFiles(
+                stage_pairs,
+                self.num_classes,
+                train_transform(self.crop, self.augment) if stage_ == "train" else eval_transform(),
+                self.splits[stage_],
+            )
+            for stage_, stage_pairs in pairs.items()
+        }
+
+    def _stage_loader(self, stage: str) -> DataLoader:
+        collate = functools.partial(pad_collate, size_divisor=self.size_divisor)
+        return self._loader(self.datasets[stage], train=stage == "train", collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._stage_loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._stage_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._stage_loader("test")

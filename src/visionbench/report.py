@@ -1,0 +1,243 @@
+"""One table of every training run under a folder: what was overridden, and what came out.
+
+Runs that differ only in ``seed`` are one row (mean ± sample std over the seeds), so a
+``-m model=a,b seed=1,2,3`` sweep becomes one row per model; an Optuna search becomes one row
+per trial. Overrides shared by every run are stated once above the table instead of as
+columns. Output: CSV (raw numbers), Markdown (for the README) and a PNG of the test metric.
+Imports no torch, so it runs in about a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from visionbench.errors import DataNotFoundError
+
+SEED = "seed"
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    overrides: dict[str, str]  # "model" -> "cnn", "+trainer.limit_val_batches" -> "2"
+    config: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
+    return dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every folder under ``root`` with ``.hydra/config.yaml`` and ``metrics.json`` (finished runs only)."""
+    runs = []
+    for config_path in sorted(root.rglob(".hydra/config.yaml")):
+        run_dir = config_path.parent.parent
+        metrics_path, overrides_path = run_dir / "metrics.json", run_dir / ".hydra" / "overrides.yaml"
+        if not metrics_path.is_file():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
+        runs.append(
+            Run(
+                path=run_dir,
+                overrides=_parse_overrides(overrides or []),
+                config=yaml.safe_load(config_path.read_text()) or {},
+                metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            )
+        )
+    return runs
+
+
+def config_value(config: dict[str, Any], key: str) -> str:
+    """The value a run used for an override key it did not set; a config group shows its ``name``."""
+    node: Any = config
+    for part in key.lstrip("+~").split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node = node.get("name")
+    return "" if node is None else str(node)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over the seeds of one row; ``std`` is the sample standard deviation (None for one seed)."""
+
+    mean: float
+    std: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+
+    def format(self, digits: int) -> str:
+        """``mean ± std``; counts (``digits == 0``) that agree across seeds show no ``± 0``."""
+        text = f"{self.mean:.{digits}f}"
+        return text if self.std is None or (digits == 0 and self.std == 0) else f"{text} ± {self.std:.{digits}f}"
+
+
+@dataclass
+class Row:
+    settings: dict[str, str]  # varying override -> value
+    runs: list[Run]
+    stats: dict[str, Stat]
+
+    @property
+    def seeds(self) -> list[str]:
+        return [str(r.config.get(SEED, "?")) for r in self.runs]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(short(v) for v in self.settings.values()) or "all runs"
+
+
+def short(value: str) -> str:
+    """Sampled floats (Optuna) to 4 significant digits for display; the CSV keeps them exact."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value and "e" not in value.lower() else f"{number:.4g}"
+
+
+@dataclass
+class Report:
+    root: Path
+    common: dict[str, str]  # overrides with the same value in every run
+    metrics: list[str]  # columns, in display order
+    primary: str  # the test metric of the plot and the sort order
+    rows: list[Row]
+    best: str  # the sweeper's best trial (Optuna's optimization_results.yaml), if any
+
+
+def _best_trial(root: Path) -> str:
+    path = root / "optimization_results.yaml"
+    if not path.is_file():
+        return ""
+    result = yaml.safe_load(path.read_text()) or {}
+    params = " ".join(f"`{k}={short(str(v))}`" for k, v in (result.get("best_params") or {}).items())
+    return f"Best trial ({result.get('name', 'sweeper')}): value {result.get('best_value')} with {params}"
+
+
+def _reported_metrics(runs: Sequence[Run]) -> list[str]:
+    """Best validation and test scores (not per-class entries such as ``test/iou/cat``), then cost."""
+    names = {k for r in runs for k in r.metrics if k.count("/") == 1}
+    best = sorted(k for k in names if k.startswith("val/") and k.endswith("_best"))
+    test = sorted(k for k in names if k.startswith("test/"))
+    cost = [k for k in ("params", "epochs", "wall_time_s") if any(k in r.metrics for r in runs)]
+    return best + test + cost
+
+
+def _primary_metric(runs: Sequence[Run], metrics: Sequence[str]) -> str:
+    """``test/<monitored name>`` (val/acc -> test/acc), else the first test metric."""
+    monitor = str(runs[0].config.get("task", {}).get("monitor", ""))
+    candidate = "test/" + monitor.split("/", 1)[-1]
+    return candidate if candidate in metrics else next((m for m in metrics if m.startswith("test/")), metrics[0])
+
+
+def build_report(root: Path) -> Report:
+    runs = find_runs(root)
+    if not runs:
+        raise DataNotFoundError(
+            f"No finished run under '{root}' (a folder with .hydra/config.yaml and metrics.json). Pass a run, "
+            "multirun or logs folder, e.g. logs/train/multiruns/<time>."
+        )
+    keys = sorted({k for r in runs for k in r.overrides if k != SEED})
+    values = {k: [r.overrides.get(k, config_value(r.config, k)) for r in runs] for k in keys}
+    common = {k: v[0] for k, v in values.items() if len(set(v)) == 1}
+    varying = [k for k in keys if k not in common]
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(tuple(values[k][i] for k in varying), []).append(run)
+    metrics = _reported_metrics(runs)
+    rows = [
+        Row(
+            settings=dict(zip(varying, setting, strict=True)),
+            runs=group,
+            stats={m: Stat.of([r.metrics[m] for r in group if m in r.metrics]) for m in metrics if any(m in r.metrics for r in group)},
+        )
+        for setting, group in groups.items()
+    ]
+    primary = _primary_metric(runs, metrics)
+    rows.sort(key=lambda row: -row.stats[primary].mean if primary in row.stats else math.inf)
+    return Report(root, common, metrics, primary, rows, _best_trial(root))
+
+
+def _digits(metric: str) -> int:
+    return 0 if metric in ("params", "epochs") else 1 if metric == "wall_time_s" else 4
+
+
+def write_csv(report: Report, path: Path) -> None:
+    """Raw numbers: mean and std columns per metric, and the run folders behind each row."""
+    setting_keys = list(report.rows[0].settings)
+    stat_columns = [f"{m}_{part}" for m in report.metrics for part in ("mean", "std")]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*setting_keys, "n_seeds", "seeds", *stat_columns, "run_dirs"])
+        for row in report.rows:
+            stats = [getattr(row.stats.get(m), part, None) for m in report.metrics for part in ("mean", "std")]
+            writer.writerow([
+                *row.settings.values(), len(row.runs), " ".join(row.seeds),
+                *("" if v is None else v for v in stats), ";".join(str(r.path) for r in row.runs),
+            ])  # fmt: skip
+
+
+def markdown(report: Report) -> str:
+    setting_keys = list(report.rows[0].settings)
+    header = [*setting_keys, "seeds", *report.metrics]
+    lines = [
+        f"Runs under `{report.root}`: mean ± sample std over seeds; sorted by {report.primary}.",
+        "",
+    ]
+    if report.common:
+        lines += ["Common overrides: " + " ".join(f"`{k}={v}`" for k, v in report.common.items()), ""]
+    if report.best:
+        lines += [report.best, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in report.rows:
+        cells = [
+            *(short(v) for v in row.settings.values()),
+            ",".join(row.seeds),
+            *(row.stats[m].format(_digits(m)) if m in row.stats else "" for m in report.metrics),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Report, path: Path) -> None:
+    """The primary test metric per row (best on top), with the standard deviation over seeds as error bars."""
+    rows = [r for r in report.rows if report.primary in r.stats]
+    figure = Figure(figsize=(7.0, 0.45 * len(rows) + 1.5), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    stats = [r.stats[report.primary] for r in rows]
+    ax.barh(range(len(rows)), [s.mean for s in stats], xerr=[s.std or 0.0 for s in stats], capsize=4, color="tab:blue")
+    ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(report.primary)
+    ax.set_title(" / ".join(k.rsplit(".", 1)[-1] for k in report.rows[0].settings) + " (error bars: std over seeds)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def write_report(root: Path, out_dir: Path | None = None) -> tuple[Report, dict[str, Path]]:
+    """Write ``report.csv``, ``report.md`` and ``report.png`` into ``out_dir`` (default: ``root``)."""
+    report = build_report(root)
+    out_dir = out_dir or root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / f"report.{kind}" for kind in ("csv", "md", "png")}
+    write_csv(report, paths["csv"])
+    paths["md"].write_text(markdown(report))
+    plot(report, paths["png"])
+    return report, paths

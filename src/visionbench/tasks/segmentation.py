@@ -1,0 +1,156 @@
+"""Semantic segmentation: per-pixel cross-entropy and confusion-matrix metrics over a whole split."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.models.base import AuxOutput
+from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
+
+STAGES = ("val", "test")
+
+
+class SegmentationScores(NamedTuple):
+    pixel_acc: Tensor  # scalar
+    miou: Tensor  # scalar
+    iou: Tensor  # (num_classes,), NaN for classes absent from both prediction and ground truth
+
+
+def segmentation_scores(confmat: Tensor) -> SegmentationScores:
+    """Pixel accuracy, mean IoU and per-class IoU from a confusion matrix (rows = truth, cols = prediction).
+
+    IoU_c = TP_c / (TP_c + FP_c + FN_c) = diag_c / (row_c + col_c - diag_c). A class with
+    ``row_c + col_c == 0`` (neither in the ground truth nor predicted anywhere in the split)
+    has no defined IoU: it is NaN and left out of the mean. A class that is only predicted, or
+    only present in the ground truth, has IoU 0 and counts. Computing this once from the matrix
+    of the whole split (not averaging per-batch IoUs) is the standard VOC protocol.
+    """
+    cm = confmat.double()
+    tp = cm.diagonal()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+    return SegmentationScores(pixel_acc=tp.sum() / cm.sum(), miou=iou.nanmean(), iou=iou)
+
+
+def sliding_window_logits(
+    net: nn.Module, x: Tensor, window: tuple[int, int], stride: tuple[int, int], num_classes: int
+) -> Tensor:
+    """Logits of ``x`` averaged over overlapping ``window`` tiles placed every ``stride`` pixels.
+
+    The last tile of each axis is aligned with the image edge so every pixel is covered; an
+    image smaller than the window is zero-padded (the mean after normalisation) and cropped back.
+    """
+    height, width = x.shape[-2:]
+    wh, ww = window
+    padded = F.pad(x, (0, max(ww - width, 0), 0, max(wh - height, 0)))
+    ph, pw = padded.shape[-2:]
+    tops = sorted({*range(0, ph - wh, stride[0]), ph - wh})
+    lefts = sorted({*range(0, pw - ww, stride[1]), pw - ww})
+    logits = padded.new_zeros(x.shape[0], num_classes, ph, pw)
+    counts = padded.new_zeros(1, 1, ph, pw)
+    for top in tops:
+        for left in lefts:
+            logits[..., top : top + wh, left : left + ww] += net(padded[..., top : top + wh, left : left + ww])
+            counts[..., top : top + wh, left : left + ww] += 1
+    return (logits / counts)[..., :height, :width]
+
+
+class SegmentationTask(VisionTask):
+    """Cross-entropy ignoring the void label, and per-split pixel accuracy / mIoU / per-class IoU.
+
+    Each evaluation stage holds a ``MulticlassConfusionMatrix`` (in a ``ModuleDict``, so it moves
+    with the module and syncs exactly under DDP) accumulated over the whole split; the scores
+    are derived from it at epoch end (``segmentation_scores``). Void pixels are removed before
+    the update, not left to ``ignore_index`` (mishandled by some torchmetrics releases,
+    torchmetrics#1385/#2558). ``eval_mode="slide"`` evaluates in overlapping ``window`` tiles
+    (the training crop) instead of the whole image at once.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        class_names: list[str] | None = None,
+        eval_mode: Literal["whole", "slide"] = "whole",
+        window: tuple[int, int] = (320, 480),
+        stride: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(net, optimizer, scheduler, monitor="val/miou", monitor_mode="max", **kwargs)
+        if eval_mode not in ("whole", "slide"):
+            raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
+        self.num_classes = num_classes
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.eval_mode = eval_mode
+        self.window = (int(window[0]), int(window[1]))
+        self.stride = tuple(int(s) for s in stride) if stride else tuple(max(1, 2 * w // 3) for w in self.window)
+        self.confmat = nn.ModuleDict({s: MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX) for s in STAGES})
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in STAGES})
+        self.val_miou_best = MaxMetric()
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+
+    def on_train_start(self) -> None:
+        self.val_miou_best.reset()  # the sanity check's value must not count as the best
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        out = self(x)
+        if isinstance(out, AuxOutput):
+            loss = self.loss(out.logits, y) + out.aux_weight * sum(self.loss(a, y) for a in out.aux)
+        else:
+            loss = self.loss(out, y)
+        self.check_finite(loss, batch_idx)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        if self.eval_mode == "slide":
+            return sliding_window_logits(self, x, self.window, self.stride, self.num_classes)
+        return self(x)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self.predict_logits(x)
+        valid = y != IGNORE_INDEX
+        n_valid = int(valid.sum())
+        if n_valid:
+            self.eval_loss[stage].update(self.loss(logits, y), weight=n_valid)
+            self.confmat[stage].update(logits.argmax(1)[valid], y[valid])
+        self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
+        return logits
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test")
+
+    def _log_scores(self, stage: str) -> SegmentationScores:
+        """Log the split's scores; classes without a defined IoU (see ``segmentation_scores``) are not logged."""
+        scores = segmentation_scores(self.confmat[stage].compute())
+        self.confmat[stage].reset()
+        self.log(f"{stage}/pixel_acc", scores.pixel_acc.float(), prog_bar=True)
+        self.log(f"{stage}/miou", scores.miou.float(), prog_bar=True)
+        for name, iou in zip(self.class_names, scores.iou.float()):
+            if not torch.isnan(iou):
+                self.log(f"{stage}/iou/{name}", iou)
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self._log_scores("val")
+        self.val_miou_best.update(scores.miou.float())
+        self.log("val/miou_best", self.val_miou_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")

@@ -1,0 +1,74 @@
+"""Shared test plumbing: one session-wide data and log folder, in-process config composition,
+and a CLI runner for the few tests that must go through the real entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="visionbench-tests-"))
+# Generated datasets are shared by every test (and CLI subprocess) of the session; nothing
+# is written into the repository's data/ or logs/.
+os.environ["VISIONBENCH_DATA_DIR"] = str(SESSION_DIR / "data")
+os.environ["VISIONBENCH_LOG_DIR"] = str(SESSION_DIR / "logs")
+os.environ["VISIONBENCH_ROOT"] = str(REPO)
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+# Smallest settings that still run train, val and test through the real pipeline.
+TINY = [
+    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "task.data.num_workers=0", "task.data.batch_size=4",
+    "callbacks.rich_progress_bar=null",
+]  # fmt: skip
+
+
+def run_cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python <args>`` from the repository root, as a user would."""
+    result = subprocess.run([PY, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose a config in-process exactly as the entry point would (with hydra.* resolvable)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Iterator[object]:
+    def _compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+        return compose_config(config_name, overrides, tmp_path)
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def multirun() -> Path:
+    """``-m model=cnn,resnet_small seed=1,2`` on the built-in shapes, a few batches per job;
+    trained once per session and shared by the report, dashboard, predict and CLI tests."""
+    sweep = SESSION_DIR / "multirun"
+    run_cli(
+        "src/train.py", "-m", "task=shapes", "model=cnn,resnet_small", "seed=1,2", *TINY,
+        "callbacks.figures.num_images=2", "callbacks.figures.num_train_images=8", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    return sweep

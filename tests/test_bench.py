@@ -1,0 +1,277 @@
+"""The speed benchmark: measurement fields, FLOP convention, planning from config, tables and quality lookup."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from visionbench.bench.speed import (
+    Measurement,
+    Variant,
+    Workload,
+    count_parameters,
+    forward_flops_per_image,
+    measure,
+    plan_jobs,
+)
+from visionbench.bench.tables import (
+    BenchRow,
+    RunRecord,
+    add_ratios,
+    aggregate_quality,
+    attach_quality,
+    load_runs,
+    write_results,
+)
+from visionbench.errors import ConfigError
+from visionbench.models.base import AuxOutput
+
+REPO = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+class TinyAuxClassifier(TinyClassifier):
+    """Returns an AuxOutput in train mode, like Inception v1."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__(num_classes)
+        self.aux_head = nn.Linear(4 * 8 * 8, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor | AuxOutput:
+        features = self.conv(x)
+        logits = self.head(features.mean((2, 3)))
+        if self.training:
+            return AuxOutput(logits, (self.aux_head(features.flatten(1)),), 0.3)
+        return logits
+
+
+class TinySegmenter(nn.Module):
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, num_classes, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+def _measure(net_type: type[nn.Module], task_kind: str = "classification", **variant: object) -> Measurement:
+    workload = Workload(task_kind, num_classes=3, image_size=(8, 8), batch_size=2, warmup=1, iters=2)
+    return measure(net_type, workload, Variant(**variant), CPU, peak_flops=1e9)
+
+
+def test_measure_returns_positive_throughput_and_exact_parameter_count() -> None:
+    m = _measure(TinyClassifier)
+    assert m.params == sum(p.numel() for p in TinyClassifier().parameters()) == count_parameters(TinyClassifier())
+    assert m.train_images_per_s > 0 and m.infer_images_per_s > 0
+    assert m.gflops_per_image > 0 and m.train_mfu > 0 and m.infer_mfu > 0
+    assert m.train_peak_mem_mb >= 0 and m.infer_peak_mem_mb >= 0
+    assert m.compile_s is None
+
+
+def test_train_mfu_counts_three_forward_passes() -> None:
+    m = _measure(TinyClassifier)
+    assert m.train_mfu == pytest.approx(3 * m.gflops_per_image * 1e9 * m.train_images_per_s / 1e9)
+    assert m.infer_mfu == pytest.approx(m.gflops_per_image * 1e9 * m.infer_images_per_s / 1e9)
+
+
+def test_measure_trains_networks_with_aux_heads_and_segmentation_outputs() -> None:
+    assert _measure(TinyAuxClassifier).train_images_per_s > 0
+    assert _measure(TinySegmenter, task_kind="segmentation").train_images_per_s > 0
+
+
+def test_measure_runs_channels_last_and_bf16_variants() -> None:
+    assert _measure(TinyClassifier, channels_last=True, precision="bf16").train_images_per_s > 0
+
+
+def test_linear_flops_are_two_per_multiply_add() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    assert forward_flops_per_image(net, (4, 4)) == 2 * (3 * 4 * 4) * 5
+
+
+def test_conv_flops_are_two_per_multiply_add() -> None:
+    net = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+    assert forward_flops_per_image(net, (16, 10)) == 2 * (16 * 10) * 8 * (3 * 3 * 3)
+
+
+def test_flops_exclude_auxiliary_heads_and_keep_training_mode() -> None:
+    net = TinyAuxClassifier().train()
+    assert forward_flops_per_image(net, (8, 8)) == forward_flops_per_image(TinyClassifier(), (8, 8))
+    assert net.training
+
+
+def test_unknown_precision_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="precision"):
+        Variant(precision="fp8")
+
+
+def test_zero_warmup_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="bench.warmup"):
+        Workload("classification", 3, (8, 8), batch_size=2, warmup=0, iters=2)
+
+
+# --- planning from config ------------------------------------------------------------------------
+
+
+def _bench_config(**overrides: object) -> OmegaConf:
+    bench = OmegaConf.load(REPO / "conf" / "bench.yaml").bench
+    bench.profile = "test"
+    return OmegaConf.merge(bench, overrides)
+
+
+@pytest.fixture
+def conf_dir(tmp_path: Path) -> Path:
+    """A model config with the `${task.data.image_size}` interpolation the real ones use."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "cnn.yaml").write_text(
+        "name: cnn\nnet:\n  _target_: visionbench.models.cnn.PlainCNN\n  image_size: ${task.data.image_size}\n"
+    )
+    return tmp_path
+
+
+def test_plan_adds_knob_rows_after_the_baseline_and_builds_nets_for_the_task(conf_dir: Path) -> None:
+    bench = _bench_config(models=["cnn"], knob_models=["cnn"], knobs=["channels_last", "precision", "compile"])
+    jobs = plan_jobs(bench, conf_dir)
+    assert [j.variant.label for j in jobs] == ["fp32", "fp32+channels_last", "bf16", "fp32+compile"]
+    assert {(j.impl, j.task, j.workload.image_size, j.workload.batch_size) for j in jobs} == {
+        ("ours", "simpsons", (128, 128), 32)
+    }
+    net = jobs[0].make_net()
+    assert net(torch.randn(1, 3, 128, 128)).shape == (1, 19)
+
+
+def test_plan_applies_per_model_overrides(conf_dir: Path) -> None:
+    bench = _bench_config(models=["cnn"], knob_models=[], per_model={"cnn": {"batch_size": 4, "iters": 7}})
+    (job,) = plan_jobs(bench, conf_dir)
+    assert (job.workload.batch_size, job.workload.iters, job.workload.warmup) == (4, 7, 1)
+
+
+def test_plan_rejects_unknown_models_and_knobs(conf_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="nosuchnet"):
+        plan_jobs(_bench_config(models=["nosuchnet"]), conf_dir)
+    with pytest.raises(ConfigError, match="bench.knobs"):
+        plan_jobs(_bench_config(models=["cnn"], knobs=["turbo"]), conf_dir)
+
+
+# --- ratios, quality, output ---------------------------------------------------------------------
+
+
+def _fake_measurement(train: float, infer: float, gflops: float = 1.0) -> Measurement:
+    return Measurement(
+        params=1000, gflops_per_image=gflops, train_images_per_s=train, infer_images_per_s=infer,
+        train_mfu=0.4, infer_mfu=0.5, train_peak_mem_mb=100.0, infer_peak_mem_mb=50.0, compile_s=None,
+    )  # fmt: skip
+
+
+def _row(model: str, impl: str, variant: str, train: float, infer: float, task: str = "simpsons") -> BenchRow:
+    return BenchRow(model, impl, task, variant, 32, (128, 128), 1, 3, measurement=_fake_measurement(train, infer))
+
+
+def test_ratio_columns_compare_with_torchvision_and_with_the_baseline() -> None:
+    rows = [
+        _row("resnet50", "ours", "fp32", train=10, infer=40),
+        _row("resnet50", "torchvision", "fp32", train=8, infer=50),
+        _row("resnet50", "ours", "fp32+channels_last", train=12, infer=60),
+        BenchRow("vgg19", "ours", "simpsons", "fp32", 8, (128, 128), 1, 3, error="RuntimeError: boom"),
+    ]
+    add_ratios(rows, baseline_variant="fp32")
+    ours, twin, knob, failed = rows
+    assert (ours.train_ratio_vs_torchvision, ours.infer_ratio_vs_torchvision) == (pytest.approx(1.25), 0.8)
+    assert ours.train_ratio_vs_baseline is None and twin.train_ratio_vs_torchvision is None
+    assert (knob.train_ratio_vs_baseline, knob.infer_ratio_vs_baseline) == (pytest.approx(1.2), 1.5)
+    assert knob.train_ratio_vs_torchvision is None  # no torchvision row with channels_last
+    assert failed.train_ratio_vs_baseline is None
+
+
+def _write_run(root: Path, name: str, model: str, task: str, seed: int | None, metrics: dict | str | None) -> Path:
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    config = {"model": {"name": model}, "task": {"name": task}, "seed": seed}
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    if metrics is not None:
+        (run / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    return run
+
+
+def test_quality_is_mean_and_std_over_seeds_of_matching_runs(tmp_path: Path) -> None:
+    for seed, acc in [(1, 0.5), (2, 0.9), (3, 1.0)]:
+        _write_run(tmp_path, f"train/runs/s{seed}", "cnn", "simpsons", seed, {"val/acc_best": acc, "test/acc": acc - 0.1})
+    rerun = _write_run(tmp_path, "train/runs/s1_again", "cnn", "simpsons", 1, {"val/acc_best": 0.8, "test/acc": 0.7})
+    os.utime(rerun / "metrics.json", (4e9, 4e9))  # the later run of seed 1 replaces the earlier one
+    _write_run(tmp_path, "other_model", "vgg19", "simpsons", 1, {"val/acc_best": 0.1})
+    _write_run(tmp_path, "other_task", "cnn", "voc", 1, {"val/acc_best": 0.1})
+    _write_run(tmp_path, "crashed", "cnn", "simpsons", 4, None)
+    _write_run(tmp_path, "corrupt", "cnn", "simpsons", 5, "{not json")
+    (tmp_path / "bench" / "2026" / ".hydra").mkdir(parents=True)  # a bench run: config without `model`
+    (tmp_path / "bench" / "2026" / ".hydra" / "config.yaml").write_text("bench: {profile: quick}\n")
+
+    runs = load_runs(tmp_path)
+    val = aggregate_quality(runs, "cnn", "simpsons", "val/acc_best")
+    assert val is not None and val.n == 3
+    assert val.mean == pytest.approx(0.9) and val.std == pytest.approx(0.1)
+    assert str(val) == "0.900 ± 0.100 (n=3)"
+    assert aggregate_quality(runs, "cnn", "simpsons", "test/miou") is None
+    assert aggregate_quality(runs, "fpn", "voc", "val/miou_best") is None
+
+
+def test_quality_is_attached_to_our_rows_only(tmp_path: Path) -> None:
+    runs = [RunRecord(tmp_path, "resnet50", "simpsons", 0, {"val/acc_best": 0.9, "test/acc": 0.85}, 0.0)]
+    rows = [_row("resnet50", "ours", "fp32", 1, 1), _row("resnet50", "torchvision", "fp32", 1, 1)]
+    attach_quality(rows, runs, {"simpsons": {"val": "val/acc_best", "test": "test/acc"}})
+    assert rows[0].test_quality is not None and rows[0].test_quality.mean == 0.85 and rows[0].test_quality.std == 0.0
+    assert rows[1].val_quality is None
+
+
+def test_results_are_written_as_csv_markdown_and_png(tmp_path: Path) -> None:
+    rows = [
+        _row("cnn", "ours", "fp32", 20, 80, task="simpsons"),
+        _row("resnet50", "ours", "fp32", 10, 40),
+        _row("resnet50", "torchvision", "fp32", 8, 50),
+        _row("fcn", "ours", "fp32", 2, 6, task="voc"),
+        BenchRow("vgg19", "ours", "simpsons", "fp32", 8, (128, 128), 1, 3, error="RuntimeError: boom"),
+    ]
+    add_ratios(rows, "fp32")
+    markdown = write_results(rows, tmp_path, "results_cpu_fp32_nchw", ["a note"], baseline_variant="fp32")
+
+    with (tmp_path / "results_cpu_fp32_nchw.csv").open() as f:
+        records = list(csv.DictReader(f))
+    assert [r["model"] for r in records] == ["cnn", "resnet50", "resnet50", "fcn", "vgg19"]
+    assert float(records[1]["train_ratio_vs_torchvision"]) == pytest.approx(1.25)
+    assert records[4]["error"] == "RuntimeError: boom" and records[4]["train_images_per_s"] == ""
+    assert (tmp_path / "results_cpu_fp32_nchw.md").read_text() == markdown
+    assert "- a note" in markdown and "| resnet50 | torchvision |" in markdown and "failed: RuntimeError" in markdown
+    assert (tmp_path / "results_cpu_fp32_nchw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.bench
+def test_bench_cli_writes_results_for_a_tiny_run(tmp_path: Path) -> None:
+    overrides = [
+        f"paths.log_dir={tmp_path}", "device=cpu", "bench.models=[cnn]", "bench.knob_models=[cnn]",
+        "bench.tasks.classification.image_size=32", "bench.tasks.classification.batch_size=2",
+        "bench.peak_matmul.size=256", "bench.iters=1",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(REPO / "src" / "bench.py"), *overrides], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    (out_dir,) = (tmp_path / "bench").iterdir()
+    assert {p.suffix for p in out_dir.glob("results_cpu_fp32_nchw.*")} == {".csv", ".md", ".png"}
+    assert "| cnn | ours | simpsons | bf16 |" in result.stdout

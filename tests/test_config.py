@@ -1,0 +1,64 @@
+"""Every task x model pair composes; a model serving another task kind fails at config time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+from hydra.utils import get_class
+
+from visionbench.errors import ConfigError
+from visionbench.run import check_model_task
+
+TASKS = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+
+
+def test_the_expected_tasks_and_models_are_configured() -> None:
+    assert {"simpsons", "shapes", "voc", "shapes_seg"} <= set(TASKS)
+    assert {"cnn", "resnet_small", "resnet50", "vgg19", "inception_v1", "fcn", "fcn8s", "fpn"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_task_and_model_pair_composes_and_kinds_are_checked(compose_cfg, task: str, model: str) -> None:
+    cfg = compose_cfg([f"task={task}", f"model={model}"])
+    assert cfg.task.name == task and cfg.model.name == model
+    kind = get_class(cfg.model.net._target_).task_kind
+    if kind == cfg.task.kind:
+        check_model_task(cfg.model, cfg.task)
+    else:
+        with pytest.raises(ConfigError, match=f"model={model}.*is a {kind} network.*task={task}"):
+            check_model_task(cfg.model, cfg.task)
+
+
+def test_defaults_are_the_reference_simpsons_setting(compose_cfg) -> None:
+    cfg = compose_cfg([])
+    assert (cfg.task.name, cfg.model.name) == ("simpsons", "resnet_small")
+    assert (cfg.task.data.image_size, cfg.task.data.batch_size) == (128, 32)
+    assert cfg.task.module.optimizer._target_ == "torch.optim.Adam" and cfg.task.module.optimizer.lr == 1e-3
+
+
+def test_experiment_reproduces_the_reference_settings(compose_cfg) -> None:
+    cfg = compose_cfg(["experiment=seed_resnet_vs_cnn"])
+    assert cfg.callbacks.early_stopping.patience == 3 and cfg.callbacks.early_stopping.monitor == "val/acc"
+    assert cfg.task.data.augment.enabled and cfg.task.data.augment.degrees == 40
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu"])
+def test_trainer_configs_compose(compose_cfg, trainer: str) -> None:
+    cfg = compose_cfg([f"trainer={trainer}", "task=shapes"])
+    assert cfg.trainer.use_distributed_sampler is False  # the DataModules shard evaluation exactly
+
+
+def test_unknown_model_is_answered_with_the_available_options(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "model=resnet5O", "task=shapes", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode == 1
+    assert "Could not find 'model/resnet5O'" in result.stderr and "resnet50" in result.stderr
+
+
+def test_model_task_mismatch_fails_with_one_paragraph_and_exit_code_1(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "model=fcn", "task=shapes", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode == 1
+    assert "error: model=fcn" in result.stderr and "Traceback" not in result.stderr

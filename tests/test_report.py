@@ -1,0 +1,99 @@
+"""report.py: one row per setting with mean ± std over seeds, from real multiruns and an Optuna search."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import REPO, TINY, run_cli
+
+from visionbench.errors import DataNotFoundError
+from visionbench.report import build_report, markdown
+
+def _search_override() -> str:
+    """``hparams_search=...``, or ``+hparams_search=...`` while train.yaml does not declare the group."""
+    defaults = yaml.safe_load((REPO / "conf" / "train.yaml").read_text())["defaults"]
+    declared = any(isinstance(d, dict) and "hparams_search" in d for d in defaults)
+    return ("" if declared else "+") + "hparams_search=simpsons_optuna"
+
+
+def test_report_of_two_models_by_two_seeds_has_two_rows_with_mean_and_std(multirun: Path) -> None:
+    out = run_cli("src/report.py", str(multirun)).stdout
+    table = [line for line in out.splitlines() if line.startswith("| cnn") or line.startswith("| resnet_small")]
+    assert len(table) == 2 and all("±" in line for line in table)
+    with open(multirun / "report.csv", newline="") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"cnn", "resnet_small"}
+    for model, row in rows.items():
+        runs = [json.loads((d / "metrics.json").read_text()) for d in multirun.iterdir() if (d / "metrics.json").is_file()
+                and yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["model"]["name"] == model]  # fmt: skip
+        values = [r["test/acc"] for r in runs]
+        assert row["n_seeds"] == "2" and sorted(row["seeds"].split()) == ["1", "2"]
+        assert float(row["test/acc_mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(row["test/acc_std"]) == pytest.approx(statistics.stdev(values))
+        assert float(row["val/acc_best_mean"]) >= 0 and float(row["wall_time_s_mean"]) > 0
+    assert (multirun / "report.md").read_text() in out
+    assert (multirun / "report.png").stat().st_size > 0
+
+
+def _fake_run(path: Path, overrides: list[str], config: dict, metrics: dict) -> None:
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_rows_group_runs_that_differ_only_in_seed_and_fill_unset_keys_from_config(tmp_path: Path) -> None:
+    config = {"task": {"monitor": "val/acc"}, "model": {"name": "resnet_small"}, "seed": 1}
+    _fake_run(tmp_path / "a", ["model=cnn", "seed=1"], {**config, "model": {"name": "cnn"}}, {"test/acc": 0.5, "test/iou/x": 1.0})
+    _fake_run(tmp_path / "b", ["model=cnn", "seed=2"], {**config, "model": {"name": "cnn"}, "seed": 2}, {"test/acc": 0.7})
+    _fake_run(tmp_path / "c", ["seed=1"], config, {"test/acc": 0.9})  # default model, no override
+    (tmp_path / "crashed" / ".hydra").mkdir(parents=True)  # no metrics.json: not a finished run
+    (tmp_path / "crashed" / ".hydra" / "config.yaml").write_text("seed: 3\n")
+    report = build_report(tmp_path)
+    assert [r.settings for r in report.rows] == [{"model": "resnet_small"}, {"model": "cnn"}]  # sorted by test/acc
+    cnn = report.rows[1].stats["test/acc"]
+    assert cnn.mean == pytest.approx(0.6) and cnn.std == pytest.approx(statistics.stdev([0.5, 0.7]))
+    assert report.rows[0].stats["test/acc"].std is None and "test/iou/x" not in report.metrics
+    assert "| cnn | 1,2 | 0.6000 ± 0.1414 |" in markdown(report)
+
+
+def test_report_of_a_folder_without_finished_runs_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError, match="No finished run"):
+        build_report(tmp_path)
+
+
+def test_hparams_search_composes_with_every_searched_key_present_in_the_train_config() -> None:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[_search_override()], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert cfg.optimized_metric == "val/acc_best"
+    searched = set(sweeper.params)
+    assert {"task.module.optimizer.lr", "task.module.optimizer.weight_decay", "task.data.batch_size"} <= searched
+    assert any(key.startswith("task.data.augment.") for key in searched)
+    for key in searched:
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", f"{key} is not a key of the train config"
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_trials_that_the_report_lists(tmp_path: Path) -> None:
+    sweep = tmp_path / "optuna"
+    run_cli(
+        "src/train.py", "-m", _search_override(), "task=shapes", "model=cnn", "hydra.sweeper.n_trials=2",
+        *TINY, "callbacks.figures=null", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert "best_params" in yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    report = build_report(sweep)
+    assert len(report.rows) == 2 and "task.module.optimizer.lr" in report.rows[0].settings
+    assert report.best.startswith("Best trial (optuna)")

@@ -1,0 +1,167 @@
+"""SegmentationTask: confusion-matrix metrics over a whole split, void pixels, sliding windows."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.models.base import AuxOutput
+from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores, sliding_window_logits
+
+V = IGNORE_INDEX
+NUM_CLASSES = 4
+# Two batches of one 2x3 image. Class 3 is never in the ground truth and is predicted only on
+# void pixels, so it is absent from the split and must be left out of the mean.
+TARGETS = [torch.tensor([[0, 0, 1], [1, V, V]]), torch.tensor([[2, 2, 0], [0, 1, V]])]
+PREDS = [torch.tensor([[0, 1, 1], [1, 3, 2]]), torch.tensor([[2, 0, 0], [0, 2, 3]])]
+# By hand, rows = truth, cols = prediction, void pixels dropped:
+HAND_CONFMAT = torch.tensor([[3, 1, 0, 0], [0, 2, 1, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+HAND_IOU = [3 / 5, 2 / 4, 1 / 3]  # classes 0..2; class 3: undefined
+HAND_MIOU = sum(HAND_IOU) / 3  # 0.4778; per-batch averaging would give 0.4583, counting class 3 as 0 gives 0.3583
+HAND_PIXEL_ACC = 6 / 9
+
+
+class PredictionEcho(nn.Module):
+    """Stand-in network whose logits pick the class stored in input channel 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * F.one_hot(x[:, 0].long(), NUM_CLASSES).permute(0, 3, 1, 2).float()
+
+
+class CaptureOutputs(Callback):
+    def __init__(self) -> None:
+        self.outputs: list[Any] = []
+
+    def on_validation_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        self.outputs.append(outputs)
+
+
+def make_task(net: nn.Module, **kwargs: Any) -> SegmentationTask:
+    names = [f"c{i}" for i in range(NUM_CLASSES)]
+    return SegmentationTask(net, NUM_CLASSES, functools.partial(torch.optim.SGD, lr=0.1), class_names=names, **kwargs)
+
+
+def echo_batches() -> DataLoader:
+    return DataLoader([(p[None, None].float().expand(1, 3, 2, 3), t[None]) for p, t in zip(PREDS, TARGETS)], batch_size=None)
+
+
+def trainer(**kwargs: Any) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
+def test_scores_from_a_confusion_matrix_match_hand_computation() -> None:
+    scores = segmentation_scores(HAND_CONFMAT)
+    assert scores.iou[:3].tolist() == pytest.approx(HAND_IOU)
+    assert math.isnan(scores.iou[3])
+    assert float(scores.miou) == pytest.approx(HAND_MIOU)
+    assert float(scores.pixel_acc) == pytest.approx(HAND_PIXEL_ACC)
+
+
+def test_a_class_only_predicted_or_only_in_truth_counts_as_zero_iou() -> None:
+    cm = torch.tensor([[2, 1, 0], [0, 0, 0], [1, 0, 0]])  # class 1 only predicted, class 2 never predicted
+    scores = segmentation_scores(cm)
+    assert scores.iou.tolist() == pytest.approx([2 / 4, 0.0, 0.0])
+    assert float(scores.miou) == pytest.approx(2 / 12)
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_split_metrics_accumulate_the_confusion_matrix_over_all_batches(stage: str) -> None:
+    task = make_task(PredictionEcho())
+    capture = CaptureOutputs()
+    t = trainer(callbacks=[capture])
+    getattr(t, stage)(task, dataloaders=echo_batches())
+    prefix = "val" if stage == "validate" else "test"
+    metrics = t.callback_metrics
+    assert float(metrics[f"{prefix}/miou"]) == pytest.approx(HAND_MIOU, abs=1e-6)
+    assert float(metrics[f"{prefix}/pixel_acc"]) == pytest.approx(HAND_PIXEL_ACC, abs=1e-6)
+    for c, iou in enumerate(HAND_IOU):
+        assert float(metrics[f"{prefix}/iou/c{c}"]) == pytest.approx(iou, abs=1e-6)
+    assert f"{prefix}/iou/c3" not in metrics  # absent class: no IoU logged
+    assert f"{prefix}/loss" in metrics
+    if stage == "validate":
+        assert float(metrics["val/miou_best"]) == pytest.approx(HAND_MIOU, abs=1e-6)
+        assert [o.shape for o in capture.outputs] == [(1, NUM_CLASSES, 2, 3)] * 2  # logits for the figure callbacks
+
+
+def test_the_confusion_matrix_is_reset_between_epochs() -> None:
+    task = make_task(PredictionEcho())
+    t = trainer()
+    t.validate(task, dataloaders=echo_batches())
+    t.validate(task, dataloaders=echo_batches())
+    assert float(t.callback_metrics["val/miou"]) == pytest.approx(HAND_MIOU, abs=1e-6)
+
+
+def test_loss_ignores_void_pixels() -> None:
+    task = make_task(PredictionEcho())
+    logits = torch.randn(1, NUM_CLASSES, 2, 3)
+    target = TARGETS[0][None]
+    changed = logits.clone()
+    changed[..., 1, 1:] = torch.randn(NUM_CLASSES, 2) * 10  # the two void pixels
+    assert torch.equal(task.loss(logits, target), task.loss(changed, target))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_training_step_adds_weighted_auxiliary_losses() -> None:
+    class WithAux(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.main, self.aux = nn.Conv2d(3, NUM_CLASSES, 1), nn.Conv2d(3, NUM_CLASSES, 1)
+
+        def forward(self, x: Tensor) -> AuxOutput | Tensor:
+            return AuxOutput(self.main(x), (self.aux(x),), 0.4) if self.training else self.main(x)
+
+    net = WithAux()
+    task = make_task(net)
+    x, y = torch.randn(2, 3, 4, 5), torch.randint(0, NUM_CLASSES, (2, 4, 5))
+    expected = task.loss(net.main(x), y) + 0.4 * task.loss(net.aux(x), y)
+    assert torch.allclose(task.training_step((x, y), 0), expected)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (20, 30), (64, 48)])
+def test_sliding_window_matches_whole_image_for_a_pointwise_network(size: tuple[int, int]) -> None:
+    net = nn.Conv2d(3, NUM_CLASSES, 1)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        slid = sliding_window_logits(net, x, window=(24, 32), stride=(16, 21), num_classes=NUM_CLASSES)
+        assert slid.shape == (2, NUM_CLASSES, *size)
+        assert torch.allclose(slid, net(x), atol=1e-5)
+
+
+def test_sliding_window_averages_overlapping_tiles_and_covers_the_edge() -> None:
+    """A network that outputs its tile's mean: each pixel must get the mean over the tiles covering it."""
+
+    class TileMean(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x[:, :1].mean((2, 3), keepdim=True).expand(-1, -1, *x.shape[-2:])
+
+    x = torch.arange(10.0).expand(1, 3, 4, 10)
+    out = sliding_window_logits(TileMean(), x, window=(4, 4), stride=(4, 4), num_classes=1)
+    # Tiles start at columns 0, 4 and 6 (the last one aligned with the edge); means 1.5, 5.5, 7.5.
+    expected = torch.tensor([1.5] * 4 + [5.5] * 2 + [6.5] * 2 + [7.5] * 2)
+    assert torch.allclose(out[0, 0], expected.expand(4, 10))
+
+
+def test_slide_eval_mode_gives_the_same_metrics_for_a_pointwise_network() -> None:
+    task = make_task(PredictionEcho(), eval_mode="slide", window=(2, 2), stride=(1, 1))
+    t = trainer()
+    t.validate(task, dataloaders=echo_batches())
+    assert float(t.callback_metrics["val/miou"]) == pytest.approx(HAND_MIOU, abs=1e-6)
+
+
+def test_unknown_eval_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="eval_mode"):
+        make_task(PredictionEcho(), eval_mode="tiles")
