@@ -125,3 +125,18 @@ def test_missing_dataset_names_the_folder_and_the_built_in_alternative(tmp_path:
         SimpsonsDataModule(tmp_path / "nowhere").prepare_data()
     message = str(err.value)
     assert str(tmp_path / "nowhere") in message and "prepare.py" in message and "task=shapes" in message
+
+
+def test_built_in_data_is_regenerated_when_its_recipe_changes(tmp_path: Path) -> None:
+    from visionbench.data.shapes import generate_shapes
+
+    root = tmp_path / "shapes"
+    generate_shapes(root, num_classes=2, per_class=3, image_size=16, log=lambda _: None)
+    first = root / "simpsons_dataset" / "circle" / "pic_0000.jpg"
+    (root / MANIFEST).write_text("stale")
+    mtime = first.stat().st_mtime_ns
+    generate_shapes(root, num_classes=2, per_class=3, image_size=16, log=lambda _: None)
+    assert first.stat().st_mtime_ns == mtime  # same recipe: reused
+    generate_shapes(root, num_classes=2, per_class=3, image_size=24, log=lambda _: None)
+    assert load_rgb(first).size == (24, 24)
+    assert not (root / MANIFEST).exists()  # everything derived from the old data is gone

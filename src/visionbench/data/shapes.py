@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from visionbench.data import builtin
 from visionbench.data.split import TRAIN_DIR
 
 Polygon = list[tuple[float, float]]
@@ -131,7 +132,8 @@ def generate_shapes(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Write the dataset under ``root/simpsons_dataset`` once; a completed dataset is reused.
+    """Write the dataset under ``root/simpsons_dataset`` once; a completed dataset generated
+    with the same settings is reused, one generated with other settings is replaced.
 
     Deterministic: image ``i`` of class ``c`` depends only on (seed, c, i). The folder is
     built beside the target and renamed into place, so an interrupted run leaves nothing a
@@ -139,7 +141,8 @@ def generate_shapes(
     """
     root = Path(root)
     target = root / TRAIN_DIR
-    if target.is_dir():
+    recipe = {"dataset": "shapes", "num_classes": num_classes, "per_class": per_class, "image_size": image_size, "seed": seed}
+    if builtin.is_current(root, target, recipe, log):
         return target
     if not 2 <= num_classes <= len(CLASSES):
         raise ValueError(f"shapes supports 2..{len(CLASSES)} classes, got num_classes={num_classes}")
@@ -153,4 +156,5 @@ def generate_shapes(
             rng = np.random.default_rng([seed, c, i])
             render(label, rng, image_size).save(folder / f"pic_{i:04d}.jpg", quality=int(rng.integers(75, 96)))
     staging.rename(target)
+    builtin.record(root, recipe)
     return target

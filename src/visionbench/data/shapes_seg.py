@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from visionbench.data import builtin
 from visionbench.data.seg_transforms import IGNORE_INDEX
 from visionbench.data.shapes import CLASSES, SUPERSAMPLE, _background, _place
 from visionbench.data.voc import SPLITS_DIR, VOC_DIR, voc_palette
@@ -95,14 +96,19 @@ def generate_shapes_seg(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Write the dataset under ``root/VOCdevkit/VOC2012`` once; a completed dataset is reused.
+    """Write the dataset under ``root/VOCdevkit/VOC2012`` once; a completed dataset generated
+    with the same settings is reused, one generated with other settings is replaced.
 
     Deterministic: image ``i`` depends only on (seed, i). The tree is built in a staging folder
     and renamed into place, so an interrupted run leaves nothing a later run would trust.
     """
     root = Path(root)
     target = root / VOC_DIR.parts[0]
-    if target.is_dir():
+    recipe = {
+        "dataset": "shapes_seg", "num_train": num_train, "num_val": num_val, "height": height, "width": width,
+        "max_objects": max_objects, "border": border, "seed": seed,
+    }  # fmt: skip
+    if builtin.is_current(root, target, recipe, log):
         return target
     log(f"Generating the built-in shapes_seg dataset ({num_train} train + {num_val} val, {height}x{width}) in {root} ...")
     staging = root / f".{VOC_DIR.parts[0]}.partial"
@@ -119,4 +125,5 @@ def generate_shapes_seg(
     (voc / SPLITS_DIR / "train.txt").write_text("".join(f"{i}\n" for i in ids[:num_train]))
     (voc / SPLITS_DIR / "val.txt").write_text("".join(f"{i}\n" for i in ids[num_train:]))
     staging.rename(target)
+    builtin.record(root, recipe)
     return target

@@ -1,0 +1,77 @@
+"""Exact numbers under DDP: evaluating one checkpoint on 1 and 2 processes (gloo, CPU) gives the
+same metrics, on splits whose size is not divisible by the world size.
+
+Runs through the real CLI (``trainer=ddp_cpu``): Lightning's DDP launcher re-runs ``sys.argv``,
+so inside pytest it would re-launch pytest itself (see shared/MACHINE.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SESSION_DIR, TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+# 11 classes x 49 test images = 539: odd, so a padding DistributedSampler would repeat a sample.
+SHAPES = [
+    "task=shapes", f"paths.data_dir={SESSION_DIR / 'ddp_data'}", "task.data.generator.num_classes=11",
+    "task.data.generator.per_class=102", "task.data.split.test_per_class=49",
+]  # fmt: skip
+# 41 validation images, evaluated at full size in padded batches of 4.
+SHAPES_SEG = [
+    "task=shapes_seg", f"paths.data_dir={SESSION_DIR / 'ddp_data'}", "task.data.generator.num_train=16",
+    "task.data.generator.num_val=41",
+]  # fmt: skip
+
+
+def _metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _evaluate_on_1_and_2_processes(tmp_path: Path, task: list[str], model: str) -> tuple[dict[str, float], dict[str, float]]:
+    train_dir = tmp_path / "train"
+    run_cli("src/train.py", *task, f"model={model}", *TINY, "trainer.limit_val_batches=null", f"hydra.run.dir={train_dir}")
+    ckpt = train_dir / "checkpoints" / "last.ckpt"
+    common = [f"ckpt_path={ckpt}", *task, "task.data.num_workers=0", "task.data.batch_size=4"]
+    run_cli("src/eval.py", *common, "trainer=cpu", f"hydra.run.dir={tmp_path / 'one'}")
+    two = run_cli("src/eval.py", *common, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}")
+    assert (tmp_path / "two" / "train_ddp_process_1.log").exists(), two.stderr[-2000:]  # rank 1 really ran
+    return _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+
+
+def test_classification_accuracy_is_identical_on_one_and_two_processes(tmp_path: Path) -> None:
+    one, two = _evaluate_on_1_and_2_processes(tmp_path, SHAPES, "cnn")
+    for key in ("test/acc", "test/acc_macro", "test/acc_top5"):
+        assert two[key] == one[key], key
+    assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-6)  # float sums in another order
+
+
+def test_segmentation_confusion_matrix_metrics_are_identical_on_one_and_two_processes(tmp_path: Path) -> None:
+    one, two = _evaluate_on_1_and_2_processes(tmp_path, SHAPES_SEG, "fcn")
+    iou_keys = [k for k in one if k.startswith("test/iou/")]
+    assert iou_keys, one
+    for key in ("test/miou", "test/pixel_acc", *iou_keys):
+        assert two[key] == one[key], key
+
+
+def test_training_with_ddp_cpu_writes_one_run_folder_from_rank_zero(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli("src/train.py", *SHAPES, "model=cnn", "trainer=ddp_cpu", *TINY, f"hydra.run.dir={run_dir}")
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.json").is_file()
+    event_files = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    writer_pids = {f.name.split(".")[-2] for f in event_files}  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    assert event_files and len(writer_pids) == 1  # one process (rank 0) writes; fit and test share the run
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no second run folder from the child process
+
+
+def test_multirun_with_ddp_cpu_keeps_each_jobs_processes_in_its_own_folder(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_cli("src/train.py", "-m", *SHAPES, "model=cnn,resnet_small", "trainer=ddp_cpu", *TINY, f"hydra.sweep.dir={sweep}")
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert (sweep / job / "metrics.json").is_file()
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 of this job logged here
