@@ -1,20 +1,32 @@
-"""Print a network's layer table, parameter count and FLOPs: ``python src/summary.py model=X task=Y``."""
+"""Print a network's layer table, parameter count and FLOPs at the task's input size:
+
+    python src/summary.py model=inception_v1 task=simpsons
+"""
 
 from __future__ import annotations
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from visionbench.bench.summary import layer_table
+from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def summarize(cfg: DictConfig) -> str:
+    from visionbench.bench.summary import layer_table
+    from visionbench.run import check_model_task
+
+    check_model_task(cfg.model, cfg.task)
+    size = cfg.task.data.image_size if cfg.task.kind == "classification" else list(cfg.task.data.crop)
+    net = instantiate(cfg.model.net, num_classes=cfg.task.num_classes)
+    return layer_table(net, size)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    num_classes = OmegaConf.select(cfg, "task.num_classes", default=10)
-    net = instantiate(cfg.model.net, num_classes=num_classes)
-    print(layer_table(net, cfg.task.data.image_size))
+    print(report_errors(lambda: summarize(cfg)))
 
 
 if __name__ == "__main__":
+    set_repo_root()
     main()

@@ -62,3 +62,14 @@ def test_model_task_mismatch_fails_with_one_paragraph_and_exit_code_1(tmp_path: 
     result = run_cli("src/train.py", "model=fcn", "task=shapes", f"hydra.run.dir={tmp_path}", check=False)
     assert result.returncode == 1
     assert "error: model=fcn" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_summary_prints_the_layer_table_at_the_tasks_reference_size(compose_cfg) -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO / "src"))
+    from summary import summarize
+
+    assert "Total params: 3,491,603" in summarize(compose_cfg(["model=cnn", "task=simpsons"]))
+    table = summarize(compose_cfg(["model=fcn", "task=voc"]))
+    assert "3x320x480" in table and "Total params: 12,993,642" in table
