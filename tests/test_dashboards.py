@@ -142,3 +142,8 @@ def test_figures_for_an_unknown_task_kind_is_a_config_error() -> None:
     assert isinstance(task_figures("segmentation"), SegmentationFigures)
     with pytest.raises(ConfigError, match="detection"):
         task_figures("detection")
+
+
+def test_unnormalize_shows_uint8_batches_of_the_cached_pipeline_unchanged() -> None:
+    images = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
+    np.testing.assert_array_equal(unnormalize(images), images.permute(0, 2, 3, 1).numpy())

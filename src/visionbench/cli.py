@@ -21,11 +21,26 @@ def set_repo_root() -> None:
     os.environ.setdefault("VISIONBENCH_ROOT", str(REPO_ROOT))
 
 
+def user_message(err: VisionbenchError) -> str:
+    """The paragraph of ``err``, also when a DataLoader worker raised it.
+
+    PyTorch re-raises a worker's exception in the main process as the same type whose message
+    is "Caught X in DataLoader worker process N. Original Traceback ..."; the paragraph we wrote
+    is the text after the traceback's last ``module.X: `` line.
+    """
+    text = str(err)
+    marker = f"{type(err).__module__}.{type(err).__qualname__}: "
+    if text.startswith(f"Caught {type(err).__name__} ") and marker in text:
+        return text.rsplit(marker, 1)[1].strip()
+    return text
+
+
 def report_errors(fn: Callable[[], T]) -> T:
     """Run ``fn``; a ``VisionbenchError`` (bad data or config) prints its paragraph, not a traceback."""
     try:
         return fn()
     except VisionbenchError as err:
-        logging.getLogger("visionbench").error("%s: %s", type(err).__name__, err)
-        print(f"\nerror: {err}", file=sys.stderr)
+        message = user_message(err)
+        logging.getLogger("visionbench").error("%s: %s", type(err).__name__, message)
+        print(f"\nerror: {message}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.atomic import write_text_atomic
 from visionbench.data.base import VisionDataModule
 from visionbench.errors import ConfigError, DataNotFoundError
@@ -56,8 +58,25 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     return task
 
 
+class EpochSeed(Callback):
+    """Reseed the global RNGs (augmentation, dropout) from (seed, epoch) at every training epoch.
+
+    Lightning checkpoints do not hold RNG states, so without this a run resumed at epoch k
+    would continue from the RNG state of a fresh start, not from the straight run's state.
+    Worker processes kept alive across epochs (``persistent_workers``) keep their own streams.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch_seed = int(np.random.SeedSequence([self.seed, trainer.current_epoch]).generate_state(1)[0])
+        L.seed_everything(epoch_seed, workers=True, verbose=False)
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(EpochSeed(cfg.seed))
     loggers: list[Logger] = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -88,6 +107,7 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
     start = time.perf_counter()
+    check_numeric_knobs(cfg)
     check_model_task(cfg.model, cfg.task)  # before any data is generated or read
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -95,17 +115,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     out_dir = Path(cfg.paths.output_dir)
     monitor = cfg.task.monitor
+    declared = {f"{monitor}_best": 0.0, f"test/{monitor.split('/', 1)[1]}": 0.0}
     for lg in trainer.loggers:
-        lg.log_hyperparams(flat_params(cfg), {f"{monitor}_best": 0.0, f"test/{monitor.split('/', 1)[1]}": 0.0})
+        # Only TensorBoard takes the declared metrics (its hp_metric); CSV and others take params alone.
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(flat_params(cfg), declared)
+        else:
+            lg.log_hyperparams(flat_params(cfg))
     metrics: dict[str, float] = {}
     if cfg.train:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("No best checkpoint was saved (fast_dev_run or no validation); testing the current weights.")
-        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
     metrics["params"] = count_parameters(task.net)
     metrics["wall_time_s"] = time.perf_counter() - start
@@ -136,6 +161,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) a checkpoint. The network comes from the checkpoint's own config; the
     task comes from the command line when given (``task=...``), else from the checkpoint too."""
+    check_numeric_knobs(cfg)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(checkpoint["visionbench_config"])
     if cfg.get("task") is not None:

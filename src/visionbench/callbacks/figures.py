@@ -32,7 +32,12 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def unnormalize(images: Tensor) -> np.ndarray:
-    """Normalised ``(N, 3, H, W)`` floats -> ``(N, H, W, 3)`` uint8, undoing the ImageNet statistics."""
+    """Normalised ``(N, 3, H, W)`` floats -> ``(N, H, W, 3)`` uint8, undoing the ImageNet statistics.
+
+    uint8 batches (the cached pipeline, before its on-device transform) are shown as they are.
+    """
+    if images.dtype == torch.uint8:
+        return images.permute(0, 2, 3, 1).cpu().numpy()
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
     pixels = (images.detach().float() * std + mean).clamp(0, 1) * 255

@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from visionbench.data.sampler import EvalShardSampler
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation that depends only on (seed, epoch), like ``DistributedSampler``.
+
+    A ``RandomSampler`` with a seeded generator draws epoch k's order from the generator's
+    state after k epochs, so a run resumed at epoch k (fresh generator) would replay epoch 0's
+    order. The fit loop calls ``set_epoch`` before every epoch, straight or resumed.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class VisionDataModule(L.LightningDataModule):
     """Builds its own samplers (the trainer runs with ``use_distributed_sampler=False``).
 
-    Training shuffles with a ``DistributedSampler`` under DDP (padding there only repeats a few
-    training samples per epoch, which is harmless); validation and test use disjoint shards
-    so every sample is evaluated exactly once and synced metrics equal the 1-process value.
+    Training shuffles from (seed, epoch) alone, so a resumed run replays the same order:
+    ``EpochShuffleSampler`` on one process, a ``DistributedSampler`` under DDP (padding there
+    only repeats a few training samples per epoch, which is harmless). Validation and test use
+    disjoint shards so every sample is evaluated exactly once and synced metrics equal the
+    1-process value.
     """
 
     def __init__(self, batch_size: int, num_workers: int, seed: int = 0) -> None:
@@ -32,14 +58,23 @@ class VisionDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
+    def _current_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else 0
+
     def _loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
         rank, world = self._rank_world()
+        sampler: Sampler[int]
         if train:
-            sampler = (
+            shuffle = (
                 DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
                 if world > 1
-                else RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+                else EpochShuffleSampler(len(dataset), self.seed)  # type: ignore[arg-type]
             )
+            # Workers fetch indices as soon as the loader is iterated, which on resume happens
+            # before the fit loop's set_epoch: start at the (restored) epoch already.
+            shuffle.set_epoch(self._current_epoch())
+            sampler = shuffle
         else:
             sampler = EvalShardSampler(len(dataset), rank, world)  # type: ignore[arg-type]
         return DataLoader(
@@ -50,4 +85,7 @@ class VisionDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_fn,
+            # Its own generator, so creating an iterator (workers' base seed) draws nothing from
+            # the global RNG, which a resumed run creates at a different point than a straight one.
+            generator=torch.Generator().manual_seed(self.seed),
         )

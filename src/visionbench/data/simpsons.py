@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from visionbench.data.atomic import file_lock
 from visionbench.data.base import VisionDataModule
+from visionbench.data.batch_augment import ClassificationBatchTransform
+from visionbench.data.cache import (
+    ImageCache,
+    build_cache,
+    cache_key,
+    check_pipeline,
+    decode_resized,
+    file_digest,
+    image_tensor,
+)
 from visionbench.data.images import load_rgb
 from visionbench.data.split import (
     EXCLUDED,
@@ -30,6 +41,23 @@ from visionbench.errors import CorruptDataError, DataNotFoundError
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def _readable(root: Path, path: Path) -> Iterator[None]:
+    """Turn a vanished or undecodable listed file into the error that says how to fix it."""
+    try:
+        yield
+    except FileNotFoundError as err:
+        raise DataNotFoundError(
+            f"'{path}' is listed in {root / MANIFEST} but no longer exists. Restore the file, or delete "
+            "the manifest so it is rebuilt from the files present."
+        ) from err
+    except OSError as err:
+        raise CorruptDataError(
+            f"'{path}' changed since the manifest was built and no longer decodes ({err}). Delete "
+            f"{root / MANIFEST} to rebuild the split (unreadable files are then excluded and listed)."
+        ) from err
+
+
 class ManifestImageDataset(Dataset):
     """The images of one split as listed in the manifest, labelled by class index."""
 
@@ -45,23 +73,34 @@ class ManifestImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         entry = self.entries[index]
         path = self.root / entry.path
-        try:
+        with _readable(self.root, path):
             image = load_rgb(path)
-        except FileNotFoundError as err:
-            raise DataNotFoundError(
-                f"'{path}' is listed in {self.root / MANIFEST} but no longer exists. Restore the file, or delete "
-                "the manifest so it is rebuilt from the files present."
-            ) from err
-        except OSError as err:
-            raise CorruptDataError(
-                f"'{path}' changed since the manifest was built and no longer decodes ({err}). Delete "
-                f"{self.root / MANIFEST} to rebuild the split (unreadable files are then excluded and listed)."
-            ) from err
         return self.transform(image), self.class_to_idx[entry.label]
 
 
+class CachedImageDataset(Dataset):
+    """The same split served from the uint8 cache: (3, S, S) uint8 images, augmented and
+    normalised as whole batches on the device (``ClassificationBatchTransform``)."""
+
+    def __init__(self, cache: ImageCache, labels: list[int]) -> None:
+        self.cache = cache
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return image_tensor(self.cache, index), self.labels[index]
+
+
 class SimpsonsDataModule(VisionDataModule):
-    """Kaggle Simpsons layout -> deterministic manifest -> per-image v2 transforms.
+    """Kaggle Simpsons layout -> deterministic manifest -> images for the model.
+
+    ``pipeline="pil"`` decodes, resizes, augments and normalises every image in the loader
+    (torchvision v2, the reference). ``pipeline="cached"`` decodes and resizes each split once
+    into ``<root>/.cache/`` (rebuilt when the manifest or ``image_size`` changes), serves uint8
+    batches, and augments and normalises whole batches on the device with ``batch_transform``
+    in ``on_after_batch_transfer``.
 
     ``generator`` (a Hydra partial) creates a built-in dataset in the same layout when the
     root holds none, which is how ``task=shapes`` runs offline through this exact code path.
@@ -77,6 +116,7 @@ class SimpsonsDataModule(VisionDataModule):
         augment: dict[str, Any] | None = None,
         generator: Callable[[Path], Path] | None = None,
         seed: int = 0,
+        pipeline: str = "pil",
     ) -> None:
         super().__init__(batch_size, num_workers, seed)
         self.root = Path(root)
@@ -84,8 +124,10 @@ class SimpsonsDataModule(VisionDataModule):
         self.spec = SplitSpec(**(split or {}))
         self.augment = Augment(**(augment or {}))
         self.generator = generator
+        self.pipeline = check_pipeline(pipeline)
+        self.batch_transform = ClassificationBatchTransform(self.augment) if pipeline == "cached" else None
         self.entries: list[Entry] | None = None
-        self.datasets: dict[str, ManifestImageDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         """Generate (built-in data only) and build the manifest once; later calls reuse it."""
@@ -108,7 +150,10 @@ class SimpsonsDataModule(VisionDataModule):
                     len(result.excluded), self.root, self.root / EXCLUDED,
                 )
             if result.dropped_classes:
-                log.info("classes with <= %d images dropped: %s", self.spec.min_images, result.dropped_classes)
+                log.warning(
+                    "%d class(es) with %d or fewer readable images dropped: %s",
+                    len(result.dropped_classes), self.spec.min_images, result.dropped_classes,
+                )  # fmt: skip
 
     def _entries(self) -> list[Entry]:
         if self.entries is None:
@@ -134,12 +179,36 @@ class SimpsonsDataModule(VisionDataModule):
         transform = classification_transform(self.image_size, self.augment if train_transform else None)
         return ManifestImageDataset(self.root, [e for e in self._entries() if e.split == split], class_to_idx, transform)
 
+    def cached_dataset(self, split: str) -> CachedImageDataset:
+        """The split from its uint8 cache, built first if the manifest or the size changed."""
+        class_to_idx = {c: i for i, c in enumerate(self.class_names)}
+        entries = [e for e in self._entries() if e.split == split]
+        size = (self.image_size, self.image_size)
+
+        def decode(index: int) -> tuple[Any, None]:
+            path = self.root / entries[index].path
+            with _readable(self.root, path):
+                return decode_resized(path, size), None
+
+        key = cache_key(file_digest(self.root / MANIFEST), split, size)
+        cache = build_cache(self.root, split, key, len(entries), size, decode)
+        return CachedImageDataset(cache, [class_to_idx[e.label] for e in entries])
+
     def setup(self, stage: str | None = None) -> None:
+        if self.pipeline == "cached":
+            self.datasets = {split: self.cached_dataset(split) for split in ("train", "val", "test")}
+            return
         self.datasets = {
             "train": self.split_dataset("train", train_transform=True),
             "val": self.split_dataset("val"),
             "test": self.split_dataset("test"),
         }
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device."""
+        if self.batch_transform is None:
+            return batch
+        return self.batch_transform(batch, train=self.trainer.training)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], train=True)

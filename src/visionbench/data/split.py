@@ -167,19 +167,24 @@ def build_split(root: Path, spec: SplitSpec) -> SplitResult:
 
 
 def write_manifest(root: Path, result: SplitResult, spec: SplitSpec) -> None:
-    """Write ``manifest.csv`` (+ ``excluded.csv`` and the spec) atomically; the manifest last,
-    so its presence means the other two are complete."""
+    """Write ``excluded.csv``, ``manifest.csv`` and ``split_spec.json``, each atomically.
+
+    The spec is the commit marker: it is removed first and written last, so a rewrite that
+    fails half-way never leaves an old manifest beside a new spec that would vouch for it.
+    """
+    spec_file = root / "split_spec.json"
+    spec_file.unlink(missing_ok=True)
     excl = io.StringIO()
     w = csv.writer(excl)
     w.writerow(["path", "reason"])
     w.writerows(result.excluded)
     write_text_atomic(root / EXCLUDED, excl.getvalue())
-    write_text_atomic(root / "split_spec.json", json.dumps(asdict(spec), indent=2, sort_keys=True))
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["path", "class", "split", "sha1"])
     w.writerows((e.path, e.label, e.split, e.sha1) for e in result.entries)
     write_text_atomic(root / MANIFEST, out.getvalue())
+    write_text_atomic(spec_file, json.dumps(asdict(spec), indent=2, sort_keys=True))
 
 
 def read_manifest(root: Path) -> list[Entry]:

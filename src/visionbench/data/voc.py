@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -22,6 +25,8 @@ from torchvision.datasets import VOCSegmentation
 
 from visionbench.data.atomic import file_lock
 from visionbench.data.base import VisionDataModule
+from visionbench.data.batch_augment import SegmentationBatchTransform
+from visionbench.data.cache import MEAN_PIXEL, ImageCache, build_cache, cache_key, check_pipeline, files_digest
 from visionbench.data.images import load_rgb, unreadable_reason
 from visionbench.data.seg_transforms import (
     IGNORE_INDEX,
@@ -185,8 +190,89 @@ def validate_pairs(pairs: list[Pair], num_classes: int, split: str) -> None:
             _check_sizes(image_path, image.size, mask_path, (mask.shape[1], mask.shape[0]))
 
 
+def build_segmentation_cache(root: Path, split: str, files: SegmentationFiles) -> ImageCache:
+    """Decode every (image, mask) pair of ``split`` once, at its native resolution.
+
+    Rule: nothing is resized. Each pair is stored top-left on a canvas as large as the split's
+    largest image (500x500 for VOC), images padded with ``MEAN_PIXEL`` and masks with 255, and
+    its own size is kept. Training crops then see exactly the pixels the PIL path crops from,
+    and evaluation runs on the full native image and mask, as the VOC protocol requires (a
+    resize would change the metric). Cost: N x H_max x W_max x 4 bytes (VOC train: ~1.5 GB).
+    The key covers the split's file names, sizes and mtimes.
+    """
+    paths = [p for pair in files.pairs for p in pair]
+    sizes = []
+    for image_path, _ in files.pairs:
+        try:
+            with Image.open(image_path) as image:
+                sizes.append((image.height, image.width))
+        except FileNotFoundError as err:
+            raise _missing_file(image_path, split) from err
+    canvas = (max((h for h, _ in sizes), default=1), max((w for _, w in sizes), default=1))
+
+    def decode(index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = files.load(index)
+        return np.asarray(image).transpose(2, 0, 1), mask
+
+    key = cache_key(files_digest(paths), files.num_classes, canvas)
+    return build_cache(root, f"seg-{split}", key, len(files), canvas, decode, with_masks=True)
+
+
+class CachedSegmentationFiles(Dataset):
+    """A split served from its cache as uint8 images and int64 masks.
+
+    Training samples are random ``crop``-sized windows (an image smaller than the crop sits at a
+    random offset, padded with ``MEAN_PIXEL``/void, as ``RandomCrop(pad_if_needed=True)`` does);
+    flips and scaling are applied to the whole batch on the device (``SegmentationBatchTransform``).
+    Evaluation samples are the full native image and mask.
+    """
+
+    def __init__(self, cache: ImageCache, crop: tuple[int, int] | None) -> None:
+        self.cache = cache
+        self.crop = crop
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        assert self.cache.masks is not None
+        h, w = self.cache.sizes[index]
+        image = torch.from_numpy(self.cache.images.read(index))
+        mask = torch.from_numpy(self.cache.masks.read(index)).long()
+        if self.crop is None:
+            return image[:, :h, :w], mask[:h, :w]
+        ch, cw = self.crop
+        top = int(torch.randint(min(0, h - ch), max(0, h - ch) + 1, ()))
+        left = int(torch.randint(min(0, w - cw), max(0, w - cw) + 1, ()))
+        out_image = torch.tensor(MEAN_PIXEL, dtype=torch.uint8).view(3, 1, 1).repeat(1, ch, cw)
+        out_mask = torch.full((ch, cw), IGNORE_INDEX, dtype=torch.int64)
+        # the window [top, top + ch) x [left, left + cw) in image coordinates, clipped to the valid region
+        y0, y1, x0, x1 = max(top, 0), min(top + ch, h), max(left, 0), min(left + cw, w)
+        out_image[:, y0 - top : y1 - top, x0 - left : x1 - left] = image[:, y0:y1, x0:x1]
+        out_mask[y0 - top : y1 - top, x0 - left : x1 - left] = mask[y0:y1, x0:x1]
+        return out_image, out_mask
+
+
+def pad_collate_uint8(batch: list[tuple[Tensor, Tensor]], size_divisor: int = 32) -> tuple[Tensor, Tensor]:
+    """``pad_collate`` for uint8 images: padding is ``MEAN_PIXEL`` (~0 once normalised), masks void."""
+    height = math.ceil(max(img.shape[-2] for img, _ in batch) / size_divisor) * size_divisor
+    width = math.ceil(max(img.shape[-1] for img, _ in batch) / size_divisor) * size_divisor
+    images = torch.tensor(MEAN_PIXEL, dtype=torch.uint8).view(1, 3, 1, 1).repeat(len(batch), 1, height, width)
+    for i, (img, _) in enumerate(batch):
+        images[i, :, : img.shape[-2], : img.shape[-1]] = img
+    masks = torch.stack(
+        [F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2]), value=IGNORE_INDEX) for _, m in batch]
+    )
+    return images, masks
+
+
 class VOCSegmentationDataModule(VisionDataModule):
-    """VOC2012 layout -> per-image joint transforms -> padded batches.
+    """VOC2012 layout -> joint image/mask transforms -> padded batches.
+
+    ``pipeline="pil"`` (the reference) decodes and transforms every pair in the loader;
+    ``pipeline="cached"`` decodes each split once into ``<root>/.cache/`` at native resolution
+    (see ``build_segmentation_cache``), crops in the loader (a slice), and flips, scales and
+    normalises whole batches on the device with ``batch_transform`` in ``on_after_batch_transfer``.
 
     Training uses random crops (padded when the image is smaller, never dropped); validation
     and test use full images, batched by ``pad_collate``. VOC publishes no test labels, so the
@@ -209,18 +295,21 @@ class VOCSegmentationDataModule(VisionDataModule):
         class_names: list[str] | None = None,
         generator: Callable[[Path], Path] | None = None,
         seed: int = 0,
+        pipeline: str = "pil",
     ) -> None:
         super().__init__(batch_size, num_workers, seed)
+        self.pipeline = check_pipeline(pipeline)
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.crop = (int(crop[0]), int(crop[1]))
         self.augment = SegAugment(**(augment or {}))
+        self.batch_transform = SegmentationBatchTransform(self.augment) if pipeline == "cached" else None
         self.size_divisor = size_divisor
         self.validate = validate
         self.class_names = list(class_names or VOC_CLASSES)
         self.generator = generator
         self.validated = False  # prepare_data runs more than once per run (harness, fit, test)
-        self.datasets: dict[str, SegmentationFiles] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     @property
     def num_classes(self) -> int:
@@ -246,7 +335,7 @@ class VOCSegmentationDataModule(VisionDataModule):
                 "%d image(s) of train split '%s' are also in val split '%s': validation numbers are optimistic.",
                 len(overlap), self.splits["train"], self.splits["val"],
             )
-        self.datasets = {
+        files = {
             stage_: SegmentationFiles(
                 stage_pairs,
                 self.num_classes,
@@ -255,9 +344,26 @@ class VOCSegmentationDataModule(VisionDataModule):
             )
             for stage_, stage_pairs in pairs.items()
         }
+        if self.pipeline == "pil":
+            self.datasets = dict(files)
+            return
+        self.datasets = {
+            stage_: CachedSegmentationFiles(
+                build_segmentation_cache(self.root, self.splits[stage_], stage_files),
+                self.crop if stage_ == "train" else None,
+            )
+            for stage_, stage_files in files.items()
+        }
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device."""
+        if self.batch_transform is None:
+            return batch
+        return self.batch_transform(batch, train=self.trainer.training)
 
     def _stage_loader(self, stage: str) -> DataLoader:
-        collate = functools.partial(pad_collate, size_divisor=self.size_divisor)
+        collate_fn = pad_collate if self.pipeline == "pil" else pad_collate_uint8
+        collate = functools.partial(collate_fn, size_divisor=self.size_divisor)
         return self._loader(self.datasets[stage], train=stage == "train", collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:

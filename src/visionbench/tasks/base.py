@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from visionbench.data.batch_augment import normalize_uint8
 from visionbench.errors import VisionbenchError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -55,17 +56,37 @@ class VisionTask(L.LightningModule):
             self.net.compile()  # in place, so state_dict keys stay those of the plain network
 
     def forward(self, x: Tensor) -> Any:
+        # Cached pipelines yield uint8 images, normalised by their DataModule's on_after_batch_transfer;
+        # batches that bypass the hook (the figure callbacks' fixed samples) are normalised here.
+        if x.dtype == torch.uint8:
+            x = normalize_uint8(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def _kept_checkpoint(self) -> str:
+        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+        path = (callback.last_model_path or callback.best_model_path) if callback is not None else ""
+        return f"the last good checkpoint is kept: {path}" if path else "no checkpoint had been saved yet"
+
     def check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Stop at the first NaN/inf loss: training on would only write checkpoints full of NaN."""
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
-                f"(global step {self.global_step}). The run stopped; the last good checkpoint is kept in the run's "
-                "checkpoints folder. Lower the learning rate (task.module.optimizer.lr), check the inputs, or "
-                "use trainer.precision=32."
+                f"(global step {self.global_step}). The run stopped and {self._kept_checkpoint()}. Lower the "
+                "learning rate (task.module.optimizer.lr), check the inputs, or use trainer.precision=32-true."
+            )
+
+    def check_finite_weights(self) -> None:
+        """A step with a finite loss can still leave NaN/inf weights (the update overflowed); such
+        weights must never reach a checkpoint, so saving refuses them."""
+        bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteLossError(
+                f"The weights became non-finite ({len(bad)} tensors, first {bad[0]}) by epoch {self.current_epoch} "
+                f"(global step {self.global_step}); no checkpoint was written and {self._kept_checkpoint()}. "
+                "Lower the learning rate (task.module.optimizer.lr) or use trainer.precision=32-true."
             )
 
     def configure_optimizers(self) -> Any:
@@ -76,5 +97,6 @@ class VisionTask(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite_weights()  # raised before Lightning writes the file
         checkpoint["visionbench_config"] = self.run_config
         checkpoint["visionbench_class_names"] = list(getattr(self, "class_names", []))

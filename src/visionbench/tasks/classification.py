@@ -21,7 +21,9 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
     }
     if num_classes > 5:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)
+    # compute_groups=False: grouping shares state between metrics that look equal after the first
+    # update (top-1 and top-5 can), which then reports one metric's value for the other all run long.
+    return MetricCollection(metrics, compute_groups=False)
 
 
 class ClassificationTask(VisionTask):
@@ -49,12 +51,14 @@ class ClassificationTask(VisionTask):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check's value must not count as the best
+        if self.trainer.ckpt_path is None:  # the sanity check's value must not count as the best
+            self.val_acc_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch

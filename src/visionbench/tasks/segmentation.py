@@ -96,12 +96,14 @@ class SegmentationTask(VisionTask):
         self.confmat = nn.ModuleDict({s: MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX) for s in STAGES})
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in STAGES})
         self.val_miou_best = MaxMetric()
+        self.val_miou_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
 
     def on_train_start(self) -> None:
-        self.val_miou_best.reset()  # the sanity check's value must not count as the best
+        if self.trainer.ckpt_path is None:  # the sanity check's value must not count as the best
+            self.val_miou_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch

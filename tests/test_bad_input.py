@@ -1,0 +1,132 @@
+"""Bad input gets one clear paragraph (what, which file or key, how to fix) and exit code 1, or,
+for per-file problems, a warning with the count and the list written beside the data.
+
+Reader-level checks (truncated/zero-byte/text JPEGs, odd colour modes, VOC masks, sizes, lists)
+are pinned in test_split.py and test_segmentation_data.py; here are the user-facing ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, run_cli
+from kaggle_fixture import make_kaggle_download
+from omegaconf import OmegaConf
+from test_segmentation_data import write_list, write_mask, write_pair
+from torch._utils import ExceptionWrapper
+
+from visionbench.cli import report_errors
+from visionbench.config_checks import check_numeric_knobs
+from visionbench.data.simpsons import SimpsonsDataModule
+from visionbench.data.split import EXCLUDED, SplitSpec, build_split
+from visionbench.data.voc import VOC_DIR
+from visionbench.errors import ConfigError, CorruptDataError
+
+
+def _paragraph(stderr: str) -> str:
+    """The ``error:`` paragraph printed by the entry point; there must be exactly one, on one line."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    error = stderr.split("\nerror: ", 1)[1].strip()
+    assert len(error.splitlines()) == 1, error
+    return error
+
+
+def test_non_numeric_override_names_the_key_the_value_and_an_example(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "task=shapes", "model=cnn", "trainer.max_epochs=abc", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode == 1
+    error = _paragraph(result.stderr)
+    assert "trainer.max_epochs is 'abc'" in error and "trainer.max_epochs=10" in error
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("trainer.min_epochs", "'1'"), ("trainer.devices", "two"), ("trainer.num_nodes", 0),
+        ("trainer.log_every_n_steps", 2.5), ("trainer.check_val_every_n_epoch", "true"),
+        ("task.data.batch_size", "'32'"), ("task.data.num_workers", -1), ("task.data.image_size", "big"),
+        ("task.module.optimizer.lr", "fast"), ("task.module.optimizer.weight_decay", -0.1), ("seed", 1.5),
+    ],
+)  # fmt: skip
+def test_every_numeric_knob_is_type_checked(compose_cfg, key: str, value: object) -> None:
+    cfg = compose_cfg(["task=shapes", f"{key}={value}"])
+    with pytest.raises(ConfigError, match=f"Config key {key} is .* e.g. `{key}="):
+        check_numeric_knobs(cfg)
+
+
+@pytest.mark.parametrize("devices", ["auto", "-1", "2", "[0,1]", "'0,1'"])
+def test_every_form_of_devices_lightning_accepts_passes(compose_cfg, devices: str) -> None:
+    check_numeric_knobs(compose_cfg(["task=shapes", f"trainer.devices={devices}", "trainer.max_epochs=-1"]))
+
+
+def test_missing_data_root_names_the_folder_through_the_cli(tmp_path: Path) -> None:
+    result = run_cli(
+        "src/train.py", "task=simpsons", "model=cnn", f"task.data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    error = _paragraph(result.stderr)
+    assert str(tmp_path / "nowhere") in error and "task=shapes" in error
+
+
+def test_unknown_task_lists_the_available_tasks(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "task=simpson", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Could not find 'task/simpson'" in result.stderr and "simpsons" in result.stderr
+
+
+def test_bad_mask_read_in_a_dataloader_worker_prints_the_readers_paragraph(tmp_path: Path) -> None:
+    voc = tmp_path / VOC_DIR
+    for image_id in ("a", "b", "c", "d"):
+        write_pair(voc, image_id, height=32, width=32)
+    bad = np.zeros((32, 32), np.uint8)
+    bad[:4] = 37  # neither a VOC class (0..20) nor void (255)
+    write_mask(voc / "SegmentationClass" / "c.png", bad)
+    write_list(voc, "train", ["a", "b", "c"])
+    write_list(voc, "val", ["d"])
+    result = run_cli(
+        "src/train.py", "task=voc", "model=fcn", *TINY, f"task.data.root={tmp_path}", "task.data.crop=[32,32]",
+        "task.data.pipeline=pil", "task.data.num_workers=1", "task.data.batch_size=3", "callbacks.figures=null", f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    error = _paragraph(result.stderr)
+    assert error.startswith("Mask ") and str(voc / "SegmentationClass" / "c.png") in error and "[37]" in error
+
+
+def test_worker_wrapped_errors_are_reported_without_the_workers_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    message = "Mask 'x.png' contains value(s) [37] outside the class indices 0..20 and 255 (ignore). Re-extract it."
+    try:
+        raise CorruptDataError(message)
+    except CorruptDataError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(SystemExit) as exit_info:
+        report_errors(wrapped.reraise)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_an_empty_class_folder_is_dropped_and_counted_not_fatal(tmp_path: Path) -> None:
+    root = make_kaggle_download(tmp_path / "simpsons", kaggle_test=False)
+    (root / "simpsons_dataset" / "maggie_simpson").mkdir()
+    result = build_split(root, SplitSpec())
+    assert result.dropped_classes["maggie_simpson"] == 0
+    assert "maggie_simpson" not in {e.label for e in result.entries}
+
+
+def test_excluded_files_are_counted_in_a_warning_and_listed_beside_the_data(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_kaggle_download(tmp_path / "simpsons", kaggle_test=False)
+    with caplog.at_level(logging.WARNING):
+        SimpsonsDataModule(root, image_size=32, batch_size=4, num_workers=0).prepare_data()
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "excluded" in r.getMessage())
+    assert warning.startswith("5 file(s) excluded") and str(root / EXCLUDED) in warning
+    listed = (root / EXCLUDED).read_text().splitlines()
+    assert len(listed) == 1 + 5 and any("zero-byte file" in line for line in listed)
+
+
+def test_the_config_checks_accept_the_shipped_configs(compose_cfg) -> None:
+    for task in ("simpsons", "shapes", "voc", "shapes_seg"):
+        check_numeric_knobs(compose_cfg([f"task={task}"]))
+    assert OmegaConf.select(compose_cfg(["task=voc"]), "task.data.image_size") is None  # absent keys are skipped

@@ -1,0 +1,151 @@
+"""Runs that can be trusted: resuming equals training straight through, seeds reproduce, a
+non-finite loss stops cleanly, manifests are written atomically, checkpoints load weights-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from kaggle_fixture import make_kaggle_download
+from omegaconf import DictConfig, open_dict
+from torch import nn
+
+from visionbench.cli import CONFIG_DIR
+from visionbench.data.base import EpochShuffleSampler
+from visionbench.data.split import MANIFEST, SplitSpec, build_split, manifest_is_current, write_manifest
+from visionbench.run import train
+from visionbench.tasks.base import NonFiniteLossError, VisionTask
+
+QUICK = [
+    "task=shapes", "model=cnn", "logger=csv", "trainer.deterministic=true",
+    "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+    "task.data.num_workers=0", "task.data.batch_size=4",
+    "callbacks.rich_progress_bar=null", "callbacks.figures=null", "callbacks.model_summary_text=null",
+    "callbacks.model_summary=null",
+]  # fmt: skip
+VOLATILE = {"wall_time_s"}  # metrics that legitimately differ between identical runs
+
+
+def _train(compose_cfg, overrides: list[str], output_dir: Path) -> dict[str, float]:
+    cfg: DictConfig = compose_cfg([*QUICK, *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg["hydra"]  # as @hydra.main hands it over: hydra.* lives in HydraConfig only
+    return train(cfg)
+
+
+def _stable(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k not in VOLATILE}
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The network's weights in ``last.ckpt`` (loaded weights-only: the checkpoint holds no pickled code)."""
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("net.")}
+
+
+def test_resuming_from_last_checkpoint_equals_training_straight_through(compose_cfg, tmp_path: Path) -> None:
+    straight = _train(compose_cfg, ["trainer.max_epochs=4"], tmp_path / "straight")
+    resumed_dir = tmp_path / "resumed"
+    _train(compose_cfg, ["trainer.max_epochs=2", "test=false"], resumed_dir)
+    last = resumed_dir / "checkpoints" / "last.ckpt"
+    resumed = _train(compose_cfg, ["trainer.max_epochs=4", f"ckpt_path={last}"], resumed_dir)
+    assert _stable(resumed) == _stable(straight)
+    a, b = _weights(tmp_path / "straight"), _weights(resumed_dir)
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_the_same_seed_reproduces_and_another_seed_does_not(compose_cfg, tmp_path: Path) -> None:
+    runs = [_train(compose_cfg, ["trainer.max_epochs=1", f"seed={seed}"], tmp_path / str(i)) for i, seed in enumerate((1, 1, 2))]
+    assert _stable(runs[0]) == _stable(runs[1])
+    assert runs[0]["train/loss_epoch"] != runs[2]["train/loss_epoch"]
+
+
+def test_shuffle_order_depends_only_on_seed_and_epoch() -> None:
+    straight = EpochShuffleSampler(50, seed=3)
+    orders = []
+    for epoch in range(3):
+        straight.set_epoch(epoch)
+        orders.append(list(straight))
+    resumed = EpochShuffleSampler(50, seed=3)  # a fresh sampler, as after a restart
+    resumed.set_epoch(2)
+    assert list(resumed) == orders[2] and orders[0] != orders[1] and sorted(orders[1]) == list(range(50))
+
+
+def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    explode_after_first_epoch = (  # lr x 1e30 after epoch 0: the weights overflow early in epoch 1
+        "task.module.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:1e30}"
+    )
+    result = run_cli(
+        "src/train.py", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+        "callbacks.figures=null", explode_after_first_epoch, f"hydra.run.dir={tmp_path}", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    error = result.stderr.split("\nerror: ", 1)[1]
+    assert "Traceback" not in result.stderr and len(error.strip().splitlines()) == 1
+    assert "at epoch 1, batch" in error and "global step" in error and "task.module.optimizer.lr" in error
+    checkpoints = sorted((tmp_path / "checkpoints").iterdir())
+    kept = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert kept["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+    assert [p.name for p in checkpoints] == ["epoch_000.ckpt", "last.ckpt"]  # nothing written after the NaN
+
+
+def test_non_finite_weights_are_refused_before_a_checkpoint_is_written() -> None:
+    task = VisionTask(nn.Linear(2, 2), optimizer=torch.optim.SGD)
+    with torch.no_grad():
+        task.net.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="net.weight"):
+        task.on_save_checkpoint({})
+
+
+def _fail_mid_write(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make writing ``name`` (through its temporary file) stop half-way, like a full disk or a kill."""
+    real = Path.write_text
+
+    def write_text(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if self.name.startswith(f".{name}."):
+            real(self, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+
+def test_a_failure_while_writing_the_manifest_leaves_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_kaggle_download(tmp_path / "simpsons", kaggle_test=False)
+    spec = SplitSpec()
+    result = build_split(root, spec)
+    _fail_mid_write(monkeypatch, MANIFEST)
+    with pytest.raises(OSError):
+        write_manifest(root, result, spec)
+    assert not (root / MANIFEST).exists() and not manifest_is_current(root, spec)
+    assert not list(root.glob(".*.tmp"))  # no half-written temporary file is left behind
+    monkeypatch.undo()
+    write_manifest(root, result, spec)
+    assert manifest_is_current(root, spec)
+
+
+def test_a_failed_rewrite_for_a_new_spec_is_not_taken_as_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_kaggle_download(tmp_path / "simpsons", kaggle_test=False)
+    write_manifest(root, build_split(root, SplitSpec()), SplitSpec())
+    new_spec = SplitSpec(seed=7)
+    _fail_mid_write(monkeypatch, MANIFEST)
+    with pytest.raises(OSError):
+        write_manifest(root, build_split(root, new_spec), new_spec)
+    assert not manifest_is_current(root, new_spec)
+
+
+def test_slurm_launcher_config_follows_the_trainer_nodes_and_devices() -> None:
+    GlobalHydra.instance().clear()
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "task=shapes"]
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+    assert launcher.timeout_min > 0
