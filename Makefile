@@ -20,8 +20,9 @@ test: $(STAMP)  ## unit + CLI tests (benchmarks excluded)
 demo: $(STAMP)  ## plain CNN vs small ResNet on the built-in dataset, then a comparison table
 	$(PY) src/demo.py
 
-bench: $(STAMP)  ## speed/cost/quality table of every model (logs/bench/<time>/)
+bench: $(STAMP)  ## speed/cost/quality table of every model (logs/bench/<time>/), then the data-path benchmark
 	$(PY) src/bench.py
+	$(PY) -m visionbench.bench.data_speed logs/bench/data
 
 report: $(STAMP)  ## one table (CSV + Markdown + PNG) of the runs under DIR: make report DIR=logs/train/multiruns/<time>
 	$(PY) src/report.py $(or $(DIR),logs)

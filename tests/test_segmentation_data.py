@@ -254,7 +254,7 @@ def test_eval_loader_batches_full_images_of_different_sizes(voc_root: Path) -> N
 
 def test_shapes_seg_is_deterministic_and_in_the_voc_layout(tmp_path: Path) -> None:
     a = generate_shapes_seg(tmp_path / "a", num_train=6, num_val=3, log=lambda _: None)
-    b = generate_shapes_seg(tmp_path / "b", num_train=6, num_val=3, log=lambda _: None)
+    generate_shapes_seg(tmp_path / "b", num_train=6, num_val=3, log=lambda _: None)
     voc_a, voc_b = tmp_path / "a" / VOC_DIR, tmp_path / "b" / VOC_DIR
     assert a == tmp_path / "a" / "VOCdevkit"
     assert (voc_a / SPLITS_DIR / "train.txt").read_text().split() == [f"shapes_{i:05d}" for i in range(6)]

@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from visionbench.bench.speed import _PeakMemory
 from visionbench.data.shapes import generate_shapes

@@ -51,6 +51,14 @@ class VisionDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        # Set by subclasses for the cached pipeline: uint8 batch -> augmented (train), normalised floats.
+        self.batch_transform: Callable[..., Any] | None = None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device."""
+        if self.batch_transform is None:
+            return batch
+        return self.batch_transform(batch, train=self.trainer.training)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

@@ -204,12 +204,6 @@ class SimpsonsDataModule(VisionDataModule):
             "test": self.split_dataset("test"),
         }
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device."""
-        if self.batch_transform is None:
-            return batch
-        return self.batch_transform(batch, train=self.trainer.training)
-
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], train=True)
 

@@ -355,12 +355,6 @@ class VOCSegmentationDataModule(VisionDataModule):
             for stage_, stage_files in files.items()
         }
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device."""
-        if self.batch_transform is None:
-            return batch
-        return self.batch_transform(batch, train=self.trainer.training)
-
     def _stage_loader(self, stage: str) -> DataLoader:
         collate_fn = pad_collate if self.pipeline == "pil" else pad_collate_uint8
         collate = functools.partial(collate_fn, size_divisor=self.size_divisor)
