@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from visionbench.data.batch_augment import normalize_uint8
 from visionbench.errors import VisionbenchError
+from visionbench.models.base import AuxOutput
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -68,6 +69,17 @@ class VisionTask(L.LightningModule):
         callback = self.trainer.checkpoint_callback if self._trainer is not None else None
         path = (callback.last_model_path or callback.best_model_path) if callback is not None else ""
         return f"the last good checkpoint is kept: {path}" if path else "no checkpoint had been saved yet"
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def training_loss(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(main logits, loss) of a training forward; auxiliary heads (``AuxOutput``, e.g.
+        Inception v1) add ``aux_weight`` times their own loss, in training only."""
+        out = self(x)
+        if isinstance(out, AuxOutput):
+            return out.logits, self.loss(out.logits, target) + out.aux_weight * sum(self.loss(a, target) for a in out.aux)
+        return out, self.loss(out, target)
 
     def check_finite(self, loss: Tensor, batch_idx: int) -> None:
         """Stop at the first NaN/inf loss: training on would only write checkpoints full of NaN."""

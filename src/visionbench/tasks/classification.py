@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from visionbench.models.base import AuxOutput
 from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
 
@@ -62,12 +61,7 @@ class ClassificationTask(VisionTask):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        out = self(x)
-        if isinstance(out, AuxOutput):
-            logits = out.logits
-            loss = self.loss(logits, y) + out.aux_weight * sum(self.loss(a, y) for a in out.aux)
-        else:
-            logits, loss = out, self.loss(out, y)
+        logits, loss = self.training_loss(x, y)
         self.check_finite(loss, batch_idx)
         self.train_metrics.update(logits.detach(), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))

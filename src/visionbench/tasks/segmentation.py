@@ -11,7 +11,6 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionbench.data.seg_transforms import IGNORE_INDEX
-from visionbench.models.base import AuxOutput
 from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
 STAGES = ("val", "test")
@@ -107,11 +106,7 @@ class SegmentationTask(VisionTask):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        out = self(x)
-        if isinstance(out, AuxOutput):
-            loss = self.loss(out.logits, y) + out.aux_weight * sum(self.loss(a, y) for a in out.aux)
-        else:
-            loss = self.loss(out, y)
+        _, loss = self.training_loss(x, y)
         self.check_finite(loss, batch_idx)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss

@@ -1,0 +1,30 @@
+"""ClassificationTask: the auxiliary heads' weighted loss counts in training only."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from visionbench.models.inception import InceptionV1
+from visionbench.tasks.classification import ClassificationTask
+
+
+def test_inception_training_loss_adds_the_aux_heads_weighted_0_3_and_eval_sees_none() -> None:
+    torch.manual_seed(0)
+    net = InceptionV1(num_classes=5)
+    task = ClassificationTask(net, num_classes=5, optimizer=partial(torch.optim.SGD, lr=0.1))
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])
+    task.train()
+    torch.manual_seed(1)
+    logits, loss = task.training_loss(x, y)
+    torch.manual_seed(1)  # same dropout masks
+    out = net(x)
+    expected = F.cross_entropy(out.logits, y) + 0.3 * (F.cross_entropy(out.aux[0], y) + F.cross_entropy(out.aux[1], y))
+    assert out.aux_weight == 0.3 and len(out.aux) == 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() > F.cross_entropy(logits, y).item()
+    task.eval()
+    assert isinstance(task(x), torch.Tensor)  # no auxiliary outputs outside training
