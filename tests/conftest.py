@@ -30,7 +30,7 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")
 TINY = [
     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2", "task.data.num_workers=0", "task.data.batch_size=4",
-    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_progress_bar=null", "callbacks.throughput.warmup_steps=0", "callbacks.throughput.peak_size=256",
 ]  # fmt: skip
 
 

@@ -61,3 +61,9 @@ def test_missing_simpsons_data_stops_with_where_how_and_the_built_in_alternative
     result = run_cli("src/train.py", "task=simpsons", f"paths.data_dir={tmp_path}", *TINY, f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert str(tmp_path / "simpsons") in result.stderr and "prepare.py" in result.stderr and "task=shapes" in result.stderr
+
+
+def test_runs_log_their_training_throughput_and_mfu(multirun: Path) -> None:
+    metrics = json.loads((multirun / "0" / "metrics.json").read_text())
+    assert metrics["perf/train_images_per_s"] > 0 and metrics["perf/train_tflops"] > 0
+    assert 0 < metrics["perf/train_mfu"] < 2  # against a matmul peak measured in the same run

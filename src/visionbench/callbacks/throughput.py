@@ -1,0 +1,86 @@
+"""Training throughput and MFU of the real run, logged beside its metrics.
+
+The benchmark measures networks in isolation; this measures what ``src/train.py`` actually
+achieves, data loading, augmentation, logging and all: wall time between consecutive training
+batch ends (after ``warmup_steps``), so a starving loader shows up as lost throughput.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from typing import Any
+
+import lightning as L
+import torch
+
+from visionbench.bench.speed import forward_flops_per_image, peak_matmul_flops
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rng_untouched(device: torch.device) -> AbstractContextManager[None]:
+    """Measure without consuming random numbers: a run resumed mid-way must draw the same
+    dropout masks and augmentations as a straight run (tests/test_reliability.py)."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+class TrainingThroughput(L.Callback):
+    """Logs ``perf/train_images_per_s`` (all processes), ``perf/train_tflops`` and ``perf/train_mfu``.
+
+    FLOPs: forward FLOPs of one image counted once (2 per multiply-add, eval mode, so auxiliary
+    heads are excluded) and tripled for forward + backward. Peak: a ``peak_size``² matmul timed at
+    fit start on the same device, in bf16 when the trainer runs in bf16, else fp32.
+    """
+
+    def __init__(self, warmup_steps: int = 3, peak_size: int = 4096) -> None:
+        self.warmup_steps = warmup_steps
+        self.peak_size = peak_size
+        self.flops_per_image = 0.0
+        self.peak_flops = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._last: float | None = None
+        self._seen = 0
+        self._images = 0
+        self._seconds = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        precision = "bf16" if "bf16" in str(trainer.precision) else "fp32"
+        with _rng_untouched(pl_module.device):
+            self.peak_flops = peak_matmul_flops(pl_module.device, precision, size=self.peak_size)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        _synchronize(pl_module.device)
+        now = time.perf_counter()
+        images = batch[0]
+        if not self.flops_per_image:
+            with _rng_untouched(pl_module.device):
+                self.flops_per_image = forward_flops_per_image(pl_module.net, tuple(images.shape[-2:]), images.shape[1])
+        if self._last is not None and self._seen >= self.warmup_steps:
+            self._images += len(images)
+            self._seconds += now - self._last
+        self._last = now
+        self._seen += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._seconds <= 0:
+            return  # too few batches after warm-up to time
+        per_process = self._images / self._seconds
+        achieved = 3 * self.flops_per_image * per_process
+        pl_module.log_dict(
+            {
+                "perf/train_images_per_s": per_process * trainer.world_size,
+                "perf/train_tflops": achieved * trainer.world_size / 1e12,
+                "perf/train_mfu": achieved / self.peak_flops,
+            },
+            on_epoch=True,
+            rank_zero_only=True,
+        )
