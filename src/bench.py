@@ -17,9 +17,10 @@ from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from visionbench.bench.speed import DTYPES, baseline_variant, describe_device, measure, peak_matmul_flops, plan_jobs
-from visionbench.bench.tables import BenchRow, add_ratios, attach_quality, load_runs, write_results
+from visionbench.bench.tables import BenchRow, add_ratios, attach_quality, write_results
 from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
 from visionbench.errors import ConfigError
+from visionbench.report import find_runs
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def bench_all(cfg: DictConfig) -> None:
 
     add_ratios(rows, baseline.label)
     metrics = {bench.tasks[kind].name: keys for kind, keys in bench.quality_metrics.items()}
-    attach_quality(rows, load_runs(Path(cfg.paths.log_dir)), metrics)
+    attach_quality(rows, find_runs(Path(cfg.paths.log_dir)), metrics)
     layout = "channels_last" if baseline.channels_last else "nchw"
     stem = f"results_{device.type}_{baseline.precision}_{layout}"
     out_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -25,14 +25,13 @@ from visionbench.bench.speed import (
 )
 from visionbench.bench.tables import (
     BenchRow,
-    RunRecord,
     add_ratios,
     aggregate_quality,
     attach_quality,
-    load_runs,
     write_results,
 )
 from visionbench.errors import ConfigError
+from visionbench.report import Run, find_runs
 from visionbench.models.base import AuxOutput
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,7 +222,7 @@ def test_quality_is_mean_and_std_over_seeds_of_matching_runs(tmp_path: Path) -> 
     (tmp_path / "bench" / "2026" / ".hydra").mkdir(parents=True)  # a bench run: config without `model`
     (tmp_path / "bench" / "2026" / ".hydra" / "config.yaml").write_text("bench: {profile: quick}\n")
 
-    runs = load_runs(tmp_path)
+    runs = find_runs(tmp_path)
     val = aggregate_quality(runs, "cnn", "simpsons", "val/acc_best")
     assert val is not None and val.n == 3
     assert val.mean == pytest.approx(0.9) and val.std == pytest.approx(0.1)
@@ -233,7 +232,8 @@ def test_quality_is_mean_and_std_over_seeds_of_matching_runs(tmp_path: Path) -> 
 
 
 def test_quality_is_attached_to_our_rows_only(tmp_path: Path) -> None:
-    runs = [RunRecord(tmp_path, "resnet50", "simpsons", 0, {"val/acc_best": 0.9, "test/acc": 0.85}, 0.0)]
+    config = {"model": {"name": "resnet50"}, "task": {"name": "simpsons"}, "seed": 0}
+    runs = [Run(tmp_path, {}, config, {"val/acc_best": 0.9, "test/acc": 0.85})]
     rows = [_row("resnet50", "ours", "fp32", 1, 1), _row("resnet50", "torchvision", "fp32", 1, 1)]
     attach_quality(rows, runs, {"simpsons": {"val": "val/acc_best", "test": "test/acc"}})
     assert rows[0].test_quality is not None and rows[0].test_quality.mean == 0.85 and rows[0].test_quality.std == 0.0

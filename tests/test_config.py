@@ -58,12 +58,6 @@ def test_unknown_model_is_answered_with_the_available_options(tmp_path: Path) ->
     assert "Could not find 'model/resnet5O'" in result.stderr and "resnet50" in result.stderr
 
 
-def test_model_task_mismatch_fails_with_one_paragraph_and_exit_code_1(tmp_path: Path) -> None:
-    result = run_cli("src/train.py", "model=fcn", "task=shapes", f"hydra.run.dir={tmp_path}", check=False)
-    assert result.returncode == 1
-    assert "error: model=fcn" in result.stderr and "Traceback" not in result.stderr
-
-
 def test_summary_prints_the_layer_table_at_the_tasks_reference_size(compose_cfg) -> None:
     import sys
 

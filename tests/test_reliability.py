@@ -95,7 +95,7 @@ def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint
 
 
 def test_non_finite_weights_are_refused_before_a_checkpoint_is_written() -> None:
-    task = VisionTask(nn.Linear(2, 2), optimizer=torch.optim.SGD)
+    task = VisionTask(nn.Linear(2, 2), num_classes=2, optimizer=torch.optim.SGD)
     with torch.no_grad():
         task.net.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="net.weight"):

@@ -94,3 +94,15 @@ def test_optuna_search_runs_trials_that_the_report_lists(tmp_path: Path) -> None
     report = build_report(sweep)
     assert len(report.rows) == 2 and "task.module.optimizer.lr" in report.rows[0].settings
     assert report.best.startswith("Best trial (optuna)")
+
+
+def test_unreadable_run_folders_are_skipped_with_a_counted_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from visionbench.report import find_runs
+
+    for name, metrics in (("good", '{"test/acc": 0.5}'), ("corrupt", "{not json")):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text("seed: 1\nmodel: {name: cnn}\n")
+        (tmp_path / name / "metrics.json").write_text(metrics)
+    runs = find_runs(tmp_path)
+    assert [r.path.name for r in runs] == ["good"] and runs[0].group_name("model") == "cnn" and runs[0].seed == 1
+    assert "1 run folder(s)" in caplog.text and "corrupt" in caplog.text

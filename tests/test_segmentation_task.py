@@ -165,3 +165,11 @@ def test_slide_eval_mode_gives_the_same_metrics_for_a_pointwise_network() -> Non
 def test_unknown_eval_mode_is_rejected() -> None:
     with pytest.raises(ValueError, match="eval_mode"):
         make_task(PredictionEcho(), eval_mode="tiles")
+
+
+def test_sliding_window_stride_defaults_to_two_thirds_of_the_window() -> None:
+    from visionbench.tasks.segmentation import window_stride
+
+    assert window_stride((320, 480), None) == (213, 320)
+    assert window_stride((2, 1), None) == (1, 1)  # never 0
+    assert window_stride((320, 480), [100, 200]) == (100, 200)

@@ -140,3 +140,19 @@ def test_built_in_data_is_regenerated_when_its_recipe_changes(tmp_path: Path) ->
     generate_shapes(root, num_classes=2, per_class=3, image_size=24, log=lambda _: None)
     assert load_rgb(first).size == (24, 24)
     assert not (root / MANIFEST).exists()  # everything derived from the old data is gone
+
+
+def test_an_interrupted_generation_leaves_no_dataset_and_the_next_run_rebuilds(tmp_path: Path) -> None:
+    from visionbench.data import builtin
+
+    root, recipe = tmp_path / "gen", {"dataset": "toy", "n": 1}
+
+    def crash(staging: Path) -> None:
+        (staging / "half_written.jpg").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        builtin.build_once(root, root / "data", recipe, crash, log=lambda _: None)
+    assert not (root / "data").exists() and not (root / builtin.RECIPE).exists()
+    builtin.build_once(root, root / "data", recipe, lambda staging: (staging / "ok.jpg").write_bytes(b"x"), log=lambda _: None)
+    assert [p.name for p in (root / "data").iterdir()] == ["ok.jpg"]

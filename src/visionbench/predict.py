@@ -25,7 +25,7 @@ from visionbench.data.images import load_rgb, unreadable_reason
 from visionbench.data.seg_transforms import eval_transform, pad_collate
 from visionbench.data.transforms import classification_transform
 from visionbench.errors import ConfigError, DataNotFoundError
-from visionbench.tasks.segmentation import sliding_window_logits
+from visionbench.tasks.segmentation import sliding_window_logits, window_stride
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ class Predictor:
         if module.get("eval_mode", "whole") != "slide":
             return self.net(x)
         window = tuple(module["window"])
-        stride = tuple(module["stride"]) if module.get("stride") else tuple(max(1, 2 * w // 3) for w in window)
-        return sliding_window_logits(self.net, x, window, stride, len(self.class_names))
+        return sliding_window_logits(self.net, x, window, window_stride(window, module.get("stride")), len(self.class_names))
 
 
 def _class_names(checkpoint: dict[str, Any], config: dict[str, Any]) -> list[str]:

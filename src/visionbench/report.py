@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import statistics
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 from visionbench.errors import DataNotFoundError
 
 SEED = "seed"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,29 +36,58 @@ class Run:
     config: dict[str, Any]
     metrics: dict[str, float]
 
+    def group_name(self, group: str) -> str | None:
+        """The ``name`` of a config group the run used (``model``, ``task``), if any."""
+        node = self.config.get(group)
+        return node.get("name") if isinstance(node, dict) else None
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.config.get(SEED)
+        return seed if isinstance(seed, int) else None
+
+    @property
+    def finished_at(self) -> float:
+        return (self.path / "metrics.json").stat().st_mtime
+
 
 def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
     return dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)
 
 
 def find_runs(root: Path) -> list[Run]:
-    """Every folder under ``root`` with ``.hydra/config.yaml`` and ``metrics.json`` (finished runs only)."""
-    runs = []
-    for config_path in sorted(root.rglob(".hydra/config.yaml")):
+    """Every folder under ``root`` with ``.hydra/config.yaml`` and ``metrics.json`` (finished runs only).
+
+    Folders without metrics (crashed or bench runs) are not runs; folders whose files cannot be
+    read are skipped with a warning that counts and names them, so a half-populated ``logs/``
+    never breaks a report or the benchmark.
+    """
+    runs, unreadable = [], []
+    for config_path in sorted(Path(root).rglob(".hydra/config.yaml")):
         run_dir = config_path.parent.parent
         metrics_path, overrides_path = run_dir / "metrics.json", run_dir / ".hydra" / "overrides.yaml"
         if not metrics_path.is_file():
             continue
-        metrics = json.loads(metrics_path.read_text())
-        overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
+        try:
+            metrics = json.loads(metrics_path.read_text())
+            config = yaml.safe_load(config_path.read_text()) or {}
+            overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
+        except (OSError, yaml.YAMLError, json.JSONDecodeError):
+            unreadable.append(run_dir)
+            continue
+        if not isinstance(metrics, dict) or not isinstance(config, dict):
+            unreadable.append(run_dir)
+            continue
         runs.append(
             Run(
                 path=run_dir,
                 overrides=_parse_overrides(overrides or []),
-                config=yaml.safe_load(config_path.read_text()) or {},
+                config=config,
                 metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             )
         )
+    if unreadable:
+        log.warning("%d run folder(s) under %s skipped (unreadable config or metrics.json): %s", len(unreadable), root, unreadable)
     return runs
 
 

@@ -8,16 +8,15 @@ run, because ratios are only meaningful between measurements taken under the sam
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from visionbench.bench.speed import Measurement
+from visionbench.report import Run
 
 OURS = "ours"
 TORCHVISION = "torchvision"
@@ -79,62 +78,15 @@ def _ratios(m: Measurement, reference: Measurement | None) -> tuple[float | None
 # --- quality of trained runs ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """What the benchmark needs from one training run folder."""
-
-    path: Path
-    model: str | None
-    task: str | None
-    seed: int | None
-    metrics: dict[str, float]
-    mtime: float
-
-
-def load_runs(log_dir: Path) -> list[RunRecord]:
-    """Every run folder under ``log_dir``: a ``.hydra/config.yaml`` with a ``metrics.json`` beside it.
-
-    Folders without metrics (bench runs, crashed runs) and unreadable files are skipped, so a
-    half-populated ``logs/`` never breaks the benchmark.
-    """
-    runs = []
-    for config_path in sorted(Path(log_dir).rglob(".hydra/config.yaml")):
-        run_dir = config_path.parent.parent
-        metrics_path = run_dir / "metrics.json"
-        try:
-            config = yaml.safe_load(config_path.read_text()) or {}
-            metrics = json.loads(metrics_path.read_text())
-        except (OSError, yaml.YAMLError, json.JSONDecodeError):
-            continue
-        if not isinstance(config, dict) or not isinstance(metrics, dict):
-            continue
-        seed = config.get("seed")
-        runs.append(
-            RunRecord(
-                path=run_dir,
-                model=_name(config, "model"),
-                task=_name(config, "task"),
-                seed=seed if isinstance(seed, int) else None,
-                metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
-                mtime=metrics_path.stat().st_mtime,
-            )
-        )
-    return runs
-
-
-def _name(config: dict, group: str) -> str | None:
-    node = config.get(group)
-    return node.get("name") if isinstance(node, dict) else None
-
-
-def aggregate_quality(runs: Iterable[RunRecord], model: str, task: str, metric: str) -> Quality | None:
-    """Mean ± std of ``metric`` over seeds of the matching runs; a re-run of a seed counts once (latest)."""
-    latest_per_seed: dict[object, RunRecord] = {}
+def aggregate_quality(runs: Iterable[Run], model: str, task: str, metric: str) -> Quality | None:
+    """Mean ± std of ``metric`` over seeds of the matching runs (``visionbench.report.find_runs``);
+    a re-run of a seed counts once (latest)."""
+    latest_per_seed: dict[object, Run] = {}
     for run in runs:
-        if run.model != model or run.task != task or metric not in run.metrics:
+        if run.group_name("model") != model or run.group_name("task") != task or metric not in run.metrics:
             continue
         seed_key = run.seed if run.seed is not None else run.path  # an unknown seed is its own seed
-        if seed_key not in latest_per_seed or run.mtime > latest_per_seed[seed_key].mtime:
+        if seed_key not in latest_per_seed or run.finished_at > latest_per_seed[seed_key].finished_at:
             latest_per_seed[seed_key] = run
     values = [r.metrics[metric] for r in latest_per_seed.values()]
     if not values:
@@ -143,7 +95,7 @@ def aggregate_quality(runs: Iterable[RunRecord], model: str, task: str, metric: 
     return Quality(metric=metric, mean=statistics.fmean(values), std=std, n=len(values))
 
 
-def attach_quality(rows: Sequence[BenchRow], runs: Sequence[RunRecord], metrics: Mapping[str, Mapping[str, str]]) -> None:
+def attach_quality(rows: Sequence[BenchRow], runs: Sequence[Run], metrics: Mapping[str, Mapping[str, str]]) -> None:
     """Fill val/test quality of our rows; ``metrics`` maps a task name to its ``{val: key, test: key}``."""
     for row in rows:
         keys = metrics.get(row.task)

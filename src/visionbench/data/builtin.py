@@ -13,6 +13,24 @@ from visionbench.data.atomic import write_text_atomic
 RECIPE = "generator.json"
 
 
+def build_once(root: Path, target: Path, recipe: dict[str, Any], write: Callable[[Path], None], log: Callable[[str], None]) -> Path:
+    """Make ``target`` hold exactly the data ``recipe`` describes, generating it only when needed.
+
+    ``write`` fills a staging folder beside ``target`` that is renamed into place when complete,
+    so an interrupted run leaves nothing a later run would mistake for a finished dataset.
+    """
+    if is_current(root, target, recipe, log):
+        return target
+    log(f"Generating the built-in {recipe['dataset']} dataset ({recipe}) in {root} ...")
+    staging = root / f".{target.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write(staging)
+    staging.rename(target)
+    record(root, recipe)
+    return target
+
+
 def is_current(root: Path, target: Path, recipe: dict[str, Any], log: Callable[[str], None]) -> bool:
     """True when ``target`` was generated from exactly ``recipe``.
 
@@ -24,7 +42,7 @@ def is_current(root: Path, target: Path, recipe: dict[str, Any], log: Callable[[
     if target.is_dir() and recorded.is_file() and json.loads(recorded.read_text()) == recipe:
         return True
     if root.is_dir() and any(root.iterdir()):
-        log(f"The built-in data in {root} was generated with other settings; regenerating it.")
+        log(f"The built-in data in {root} comes from other settings or an interrupted run; regenerating it.")
         for child in root.iterdir():
             if child.name.endswith(".lock"):
                 continue

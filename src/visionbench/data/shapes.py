@@ -10,7 +10,6 @@ separate without all reaching 100 %.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,29 +131,21 @@ def generate_shapes(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Write the dataset under ``root/simpsons_dataset`` once; a completed dataset generated
-    with the same settings is reused, one generated with other settings is replaced.
+    """The dataset under ``root/simpsons_dataset``, generated once (``builtin.build_once``).
 
-    Deterministic: image ``i`` of class ``c`` depends only on (seed, c, i). The folder is
-    built beside the target and renamed into place, so an interrupted run leaves nothing a
-    later run would mistake for a complete dataset.
+    Deterministic: image ``i`` of class ``c`` depends only on (seed, c, i).
     """
-    root = Path(root)
-    target = root / TRAIN_DIR
-    recipe = {"dataset": "shapes", "num_classes": num_classes, "per_class": per_class, "image_size": image_size, "seed": seed}
-    if builtin.is_current(root, target, recipe, log):
-        return target
     if not 2 <= num_classes <= len(CLASSES):
         raise ValueError(f"shapes supports 2..{len(CLASSES)} classes, got num_classes={num_classes}")
-    log(f"Generating the built-in shapes dataset ({num_classes} classes x {per_class} images, {image_size}px) in {root} ...")
-    staging = root / f".{TRAIN_DIR}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    for c, label in enumerate(list(CLASSES)[:num_classes]):
-        folder = staging / label
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            rng = np.random.default_rng([seed, c, i])
-            render(label, rng, image_size).save(folder / f"pic_{i:04d}.jpg", quality=int(rng.integers(75, 96)))
-    staging.rename(target)
-    builtin.record(root, recipe)
-    return target
+
+    def write(staging: Path) -> None:
+        for c, label in enumerate(list(CLASSES)[:num_classes]):
+            folder = staging / label
+            folder.mkdir()
+            for i in range(per_class):
+                rng = np.random.default_rng([seed, c, i])
+                render(label, rng, image_size).save(folder / f"pic_{i:04d}.jpg", quality=int(rng.integers(75, 96)))
+
+    root = Path(root)
+    recipe = {"dataset": "shapes", "num_classes": num_classes, "per_class": per_class, "image_size": image_size, "seed": seed}
+    return builtin.build_once(root, root / TRAIN_DIR, recipe, write, log)

@@ -13,7 +13,6 @@ segment: shape and texture have to be used too.
 from __future__ import annotations
 
 import colorsys
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,34 +95,27 @@ def generate_shapes_seg(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Write the dataset under ``root/VOCdevkit/VOC2012`` once; a completed dataset generated
-    with the same settings is reused, one generated with other settings is replaced.
+    """The dataset under ``root/VOCdevkit/VOC2012``, generated once (``builtin.build_once``).
 
-    Deterministic: image ``i`` depends only on (seed, i). The tree is built in a staging folder
-    and renamed into place, so an interrupted run leaves nothing a later run would trust.
+    Deterministic: image ``i`` depends only on (seed, i).
     """
+
+    def write(staging: Path) -> None:
+        voc = staging / VOC_DIR.relative_to(VOC_DIR.parts[0])
+        for folder in ("JPEGImages", "SegmentationClass", SPLITS_DIR):
+            (voc / folder).mkdir(parents=True)
+        ids = [f"shapes_{i:05d}" for i in range(num_train + num_val)]
+        for i, image_id in enumerate(ids):
+            rng = np.random.default_rng([seed, i])
+            image, mask = render_scene(rng, height, width, max_objects, border)
+            image.save(voc / "JPEGImages" / f"{image_id}.jpg", quality=int(rng.integers(75, 96)))
+            save_palette_mask(mask, voc / "SegmentationClass" / f"{image_id}.png")
+        (voc / SPLITS_DIR / "train.txt").write_text("".join(f"{i}\n" for i in ids[:num_train]))
+        (voc / SPLITS_DIR / "val.txt").write_text("".join(f"{i}\n" for i in ids[num_train:]))
+
     root = Path(root)
-    target = root / VOC_DIR.parts[0]
     recipe = {
         "dataset": "shapes_seg", "num_train": num_train, "num_val": num_val, "height": height, "width": width,
         "max_objects": max_objects, "border": border, "seed": seed,
     }  # fmt: skip
-    if builtin.is_current(root, target, recipe, log):
-        return target
-    log(f"Generating the built-in shapes_seg dataset ({num_train} train + {num_val} val, {height}x{width}) in {root} ...")
-    staging = root / f".{VOC_DIR.parts[0]}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    voc = staging / VOC_DIR.relative_to(VOC_DIR.parts[0])
-    for folder in ("JPEGImages", "SegmentationClass", SPLITS_DIR):
-        (voc / folder).mkdir(parents=True)
-    ids = [f"shapes_{i:05d}" for i in range(num_train + num_val)]
-    for i, image_id in enumerate(ids):
-        rng = np.random.default_rng([seed, i])
-        image, mask = render_scene(rng, height, width, max_objects, border)
-        image.save(voc / "JPEGImages" / f"{image_id}.jpg", quality=int(rng.integers(75, 96)))
-        save_palette_mask(mask, voc / "SegmentationClass" / f"{image_id}.png")
-    (voc / SPLITS_DIR / "train.txt").write_text("".join(f"{i}\n" for i in ids[:num_train]))
-    (voc / SPLITS_DIR / "val.txt").write_text("".join(f"{i}\n" for i in ids[num_train:]))
-    staging.rename(target)
-    builtin.record(root, recipe)
-    return target
+    return builtin.build_once(root, root / VOC_DIR.parts[0], recipe, write, log)

@@ -1,5 +1,5 @@
-"""What every task shares: optimiser/scheduler from config, performance knobs, the run config
-stored in each checkpoint, and a clear stop on a non-finite loss."""
+"""What every task shares: optimiser/scheduler from config, performance knobs, the best value of
+the monitored metric, the run config stored in each checkpoint, and a clear stop on a non-finite loss."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MaxMetric, MinMetric
 
 from visionbench.data.batch_augment import normalize_uint8
 from visionbench.errors import VisionbenchError
@@ -26,15 +27,18 @@ class VisionTask(L.LightningModule):
     """Base LightningModule around a pure ``nn.Module`` network.
 
     ``optimizer``/``scheduler`` are Hydra partials (``_partial_: true``) so every knob is a
-    config key. ``run_config`` (the resolved run config) is written into every checkpoint so
+    config key. Subclasses implement ``loss`` and ``_evaluate`` and report the monitored value
+    of each validation epoch to ``log_best`` (logged as ``<monitor>_best``). ``run_config`` (the resolved run config) is written into every checkpoint so
     ``eval.py``/``predict.py`` can rebuild the network from the checkpoint alone.
     """
 
     def __init__(
         self,
         net: nn.Module,
+        num_classes: int,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
+        class_names: list[str] | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
         channels_last: bool = False,
@@ -42,6 +46,8 @@ class VisionTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.net = net
+        self.num_classes = num_classes
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
@@ -49,6 +55,8 @@ class VisionTask(L.LightningModule):
         self.channels_last = channels_last
         self.compile_net = compile
         self.run_config: dict[str, Any] = {}  # set by visionbench.run.build_task
+        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.val_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -64,6 +72,24 @@ class VisionTask(L.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def on_train_start(self) -> None:
+        if self.trainer.ckpt_path is None:  # the sanity check's value must not count as the best
+            self.val_best.reset()
+
+    def log_best(self, value: Tensor) -> None:
+        self.val_best.update(value)
+        self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Update the ``stage`` metrics with one batch and return its logits (the figure callbacks use them)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test")
 
     def _kept_checkpoint(self) -> str:
         callback = self.trainer.checkpoint_callback if self._trainer is not None else None
@@ -111,4 +137,4 @@ class VisionTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite_weights()  # raised before Lightning writes the file
         checkpoint["visionbench_config"] = self.run_config
-        checkpoint["visionbench_class_names"] = list(getattr(self, "class_names", []))
+        checkpoint["visionbench_class_names"] = list(self.class_names)

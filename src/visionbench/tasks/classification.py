@@ -6,7 +6,7 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
@@ -39,9 +39,7 @@ class ClassificationTask(VisionTask):
         label_smoothing: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, monitor="val/acc", monitor_mode="max", **kwargs)
-        self.num_classes = num_classes
-        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        super().__init__(net, num_classes, optimizer, scheduler, class_names, monitor="val/acc", monitor_mode="max", **kwargs)
         self.label_smoothing = label_smoothing
         metrics = accuracy_metrics(num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
@@ -49,15 +47,9 @@ class ClassificationTask(VisionTask):
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-
-    def on_train_start(self) -> None:
-        if self.trainer.ckpt_path is None:  # the sanity check's value must not count as the best
-            self.val_acc_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -79,12 +71,5 @@ class ClassificationTask(VisionTask):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return logits
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "test")
-
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best.update(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log_best(self.val_metrics["acc"].compute())

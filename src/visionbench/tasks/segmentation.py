@@ -7,7 +7,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionbench.data.seg_transforms import IGNORE_INDEX
@@ -36,6 +36,13 @@ def segmentation_scores(confmat: Tensor) -> SegmentationScores:
     union = cm.sum(0) + cm.sum(1) - tp
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
     return SegmentationScores(pixel_acc=tp.sum() / cm.sum(), miou=iou.nanmean(), iou=iou)
+
+
+def window_stride(window: tuple[int, int], stride: tuple[int, int] | None) -> tuple[int, int]:
+    """The configured stride, or by default 2/3 of the window (a third of each tile overlaps)."""
+    if stride:
+        return (int(stride[0]), int(stride[1]))
+    return (max(1, 2 * window[0] // 3), max(1, 2 * window[1] // 3))
 
 
 def sliding_window_logits(
@@ -84,25 +91,17 @@ class SegmentationTask(VisionTask):
         stride: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, monitor="val/miou", monitor_mode="max", **kwargs)
+        super().__init__(net, num_classes, optimizer, scheduler, class_names, monitor="val/miou", monitor_mode="max", **kwargs)
         if eval_mode not in ("whole", "slide"):
             raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
-        self.num_classes = num_classes
-        self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.eval_mode = eval_mode
         self.window = (int(window[0]), int(window[1]))
-        self.stride = tuple(int(s) for s in stride) if stride else tuple(max(1, 2 * w // 3) for w in self.window)
+        self.stride = window_stride(self.window, stride)
         self.confmat = nn.ModuleDict({s: MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX) for s in STAGES})
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in STAGES})
-        self.val_miou_best = MaxMetric()
-        self.val_miou_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
-
-    def on_train_start(self) -> None:
-        if self.trainer.ckpt_path is None:  # the sanity check's value must not count as the best
-            self.val_miou_best.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -127,12 +126,6 @@ class SegmentationTask(VisionTask):
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
         return logits
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "test")
-
     def _log_scores(self, stage: str) -> SegmentationScores:
         """Log the split's scores; classes without a defined IoU (see ``segmentation_scores``) are not logged."""
         scores = segmentation_scores(self.confmat[stage].compute())
@@ -145,9 +138,7 @@ class SegmentationTask(VisionTask):
         return scores
 
     def on_validation_epoch_end(self) -> None:
-        scores = self._log_scores("val")
-        self.val_miou_best.update(scores.miou.float())
-        self.log("val/miou_best", self.val_miou_best.compute(), prog_bar=True)
+        self.log_best(self._log_scores("val").miou.float())
 
     def on_test_epoch_end(self) -> None:
         self._log_scores("test")
