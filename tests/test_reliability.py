@@ -149,3 +149,21 @@ def test_slurm_launcher_config_follows_the_trainer_nodes_and_devices() -> None:
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
     assert launcher.timeout_min > 0
+
+
+def test_the_data_preparation_lock_makes_another_process_wait(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from visionbench.data.atomic import file_lock
+
+    lock_path = tmp_path / "data" / ".shapes.lock"
+    probe = (
+        "from pathlib import Path\nfrom filelock import Timeout\nfrom visionbench.data.atomic import file_lock\n"
+        f"try:\n    file_lock(Path({str(lock_path)!r})).acquire(timeout=0.3)\n    print('acquired')\n"
+        "except Timeout:\n    print('waited')\n"
+    )
+    with file_lock(lock_path):
+        held = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.strip()
+    free = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.strip()
+    assert (held, free) == ("waited", "acquired")

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -28,16 +30,8 @@ def write_text_atomic(target: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` so that DDP ranks or parallel jobs preparing
-    the same dataset wait for each other instead of racing."""
-    import fcntl
-
+def file_lock(path: Path) -> FileLock:
+    """An exclusive lock on ``path`` so that DDP ranks or parallel jobs preparing the same
+    dataset wait for each other instead of racing (``filelock``, already a dependency of torch)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(path)
