@@ -101,6 +101,23 @@ def test_flip_rate_brightness_and_rotation_follow_the_augment_settings() -> None
     assert params.affine["scale"].min().item() >= 0.9 and params.affine["scale"].max().item() <= 1.1
 
 
+def test_fused_batch_augmentation_equals_the_steps_one_by_one() -> None:
+    """The fast path folds the flip into the warp matrix and the brightness into the uint8
+    conversion; it must equal kornia's warp, then brightness with clamp, then flip, then
+    normalisation (the PIL pipeline's order) with the same sampled parameters."""
+    torch.manual_seed(0)
+    transform = ClassificationBatchTransform(Augment())
+    images = torch.randint(0, 256, (16, 3, 24, 32), dtype=torch.uint8)
+    out, _ = transform((images, torch.zeros(16, dtype=torch.long)), train=True)
+    params = transform.last_params
+    assert params is not None and 0 < int(params.flipped.sum()) < 16
+    warped = transform.affine.augmentation(images.float() / 255, params=params.affine)  # kornia's own warp
+    bright = (warped * params.brightness.view(-1, 1, 1, 1)).clamp(0, 1)
+    flipped = torch.where(params.flipped.view(-1, 1, 1, 1), bright.flip(-1), bright)
+    expected = (flipped - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
 def test_each_sample_is_flipped_exactly_when_its_parameters_say_so() -> None:
     still = Augment(degrees=0, translate=0, shear=0, zoom=0, brightness=(1.0, 1.0), hflip=0.5)
     transform = ClassificationBatchTransform(still)

@@ -1,17 +1,24 @@
-"""Does the data path starve the model? Loader throughput of both pipelines, end-to-end training
-throughput against the model alone, and how epoch time and memory grow with the dataset.
+"""Does the data path starve the model? Loader throughput of both pipelines, what the augmentation
+itself costs, end-to-end training throughput against the model alone, and how epoch time and
+memory grow with the dataset.
 
-All three are ratios measured in one process, one after the other, so a loaded machine slows
-both sides of each ratio alike; absolute images/s are reported beside them for context. Torch
-runs with ``threads`` intra-op threads (default 1): on a shared 2-core machine, 2 OpenMP threads
-made elementwise ops up to 10x slower whenever another process held a core (measured: batch
-transform 156 ms at 2 threads vs 22 ms at 1), which swamped every ratio with noise.
+Every ratio is measured in one process, its two sides interleaved over ``rounds`` and reduced to
+medians, so a neighbour on this shared machine slows both sides alike; absolute images/s are
+reported beside them for context. Torch runs with ``threads`` intra-op threads (default 1): on a
+shared 2-core machine, 2 OpenMP threads made elementwise ops up to 10x slower whenever another
+process (or a loader worker) held a core (measured: batch transform 156 ms at 2 threads vs 22 ms
+at 1), which swamped every ratio with noise.
+
+The loader comparison runs on JPEGs at two source sizes: 256 px, and 480 px, the middle of the
+400-640 px the real Simpsons frames have (shared/MACHINE.md), because the per-image pipeline's
+cost is mostly decoding and so grows with the source while the cache's does not.
 Usage: ``python -m visionbench.bench.data_speed [out_dir]`` (also run by ``pytest -m bench``).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -24,11 +31,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms import v2
 
 from visionbench.bench.speed import _PeakMemory
 from visionbench.data.shapes import generate_shapes
 from visionbench.data.simpsons import SimpsonsDataModule
+from visionbench.data.transforms import augmentation, normalize
 from visionbench.models.cnn import PlainCNN
+from visionbench.models.resnet import ResNet50
 from visionbench.models.resnet_small import SmallResNet
 from visionbench.tasks.classification import ClassificationTask
 
@@ -48,20 +58,76 @@ def datamodule(root: Path, pipeline: str, image_size: int, batch_size: int, num_
     return dm
 
 
-def loader_images_per_s(dm: SimpsonsDataModule, batches: int) -> float:
-    """Training batches/s * batch as the model would receive them (augmented, normalised, float),
-    after one warm-up batch; the cached pipeline's batch transform runs here, in this process."""
+def loader_images_per_s(dm: SimpsonsDataModule, batches: int, augment: bool = True) -> float:
+    """Training batches/s * batch as the model would receive them (float, normalised; augmented
+    unless ``augment`` is false), after one warm-up batch; the cached pipeline's batch transform
+    runs here, in this process, as it does on the training device."""
     loader = iter(dm.train_dataloader())
     count, start = 0, 0.0
     for i in range(batches + 1):
         batch = next(loader)
         if dm.batch_transform is not None:
-            batch = dm.batch_transform(batch, train=True)
+            batch = dm.batch_transform(batch, train=augment)
         if i == 0:
             start = time.perf_counter()
         else:
             count += len(batch[1])
     return count / (time.perf_counter() - start)
+
+
+@dataclass
+class LoaderRates:
+    """Loader images/s on one set of files, 2 workers each, medians over the rounds."""
+
+    source_size: int
+    pil: float  # per image: decode, resize, augment, normalise (torchvision v2, the reference)
+    cached: float  # uint8 batches from the cache, augmented and normalised as whole batches here
+    cached_no_augment: float  # the same batches only normalised: what the cache serves when augmenting is free
+    speedup: float  # cached / pil: the issue's target (>= 10)
+    speedup_if_augment_free: float  # cached_no_augment / pil: the ratio on a device that augments for ~free
+
+
+def loader_rates(root: Path, source_size: int, image_size: int, batch_size: int, num_workers: int, batches: int, rounds: int) -> LoaderRates:
+    pil = datamodule(root, "pil", image_size, batch_size, num_workers)
+    cached = datamodule(root, "cached", image_size, batch_size, num_workers)  # builds the cache once
+    samples: dict[str, list[float]] = {"pil": [], "cached": [], "plain": []}
+    for _ in range(rounds):
+        samples["pil"].append(loader_images_per_s(pil, batches))
+        samples["cached"].append(loader_images_per_s(cached, batches))
+        samples["plain"].append(loader_images_per_s(cached, batches, augment=False))
+    rate = {k: statistics.median(v) for k, v in samples.items()}
+    return LoaderRates(
+        source_size, rate["pil"], rate["cached"], rate["plain"], rate["cached"] / rate["pil"], rate["plain"] / rate["pil"]
+    )
+
+
+@dataclass
+class AugmentCost:
+    """Milliseconds per 128² image of the augmentation and normalisation alone, decoding excluded."""
+
+    batched_ms: float  # ClassificationBatchTransform on whole batches, on this CPU
+    per_image_ms: float  # the per-image pipeline's augment + normalise (torchvision v2 on uint8 tensors)
+
+
+def augment_cost(cached: SimpsonsDataModule, batches: int, rounds: int) -> AugmentCost:
+    """Both augmentations on the same images (the cache's uint8 batches), interleaved over rounds."""
+    transform = cached.batch_transform
+    assert transform is not None
+    loader = iter(cached.train_dataloader())
+    data = [next(loader) for _ in range(batches)]
+    per_image = v2.Compose(augmentation(cached.augment) + normalize())
+    batched_ms, single_ms = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for batch in data:
+            transform(batch, train=True)
+        batched_ms.append((time.perf_counter() - start) * 1000 / (batches * cached.batch_size))
+        start = time.perf_counter()
+        for images, _ in data:
+            for image in images:
+                per_image(image)
+        single_ms.append((time.perf_counter() - start) * 1000 / (batches * cached.batch_size))
+    return AugmentCost(statistics.median(batched_ms), statistics.median(single_ms))
 
 
 class _BatchClock(L.Callback):
@@ -120,9 +186,8 @@ def epoch_cost(dm: SimpsonsDataModule) -> tuple[float, float]:
 
 @dataclass
 class DataBenchResult:
-    loader_pil_images_per_s: float
-    loader_cached_images_per_s: float
-    loader_speedup: float
+    loader: list[LoaderRates]
+    augment: AugmentCost
     train_images_per_s: dict[str, float]
     model_images_per_s: dict[str, float]
     train_over_model: dict[str, float]
@@ -134,10 +199,11 @@ class DataBenchResult:
 def run(
     work_dir: Path,
     image_size: int = 128,
-    source_size: int = 256,
+    source_sizes: tuple[int, ...] = (256, 480),
     batch_size: int = 32,
     num_workers: int = 2,
-    loader_batches: int = 8,
+    loader_batches: int = 12,
+    rounds: int = 3,
     train_batches: int = 6,
     warmup: int = 2,
     growth_per_class: tuple[int, ...] = (150, 300, 600),
@@ -153,15 +219,15 @@ def run(
     # Both sides of each ratio alike: denormal floats (which a model trained on one repeated random
     # batch drifts into) otherwise make the CPU timings erratic (measured up to 15x on resnet_small).
     torch.set_flush_denormal(True)
-    source = make_shapes(work_dir / f"shapes{source_size}", per_class=150, image_size=source_size)
-    pil = datamodule(source, "pil", image_size, batch_size, num_workers)
-    cached = datamodule(source, "cached", image_size, batch_size, num_workers)  # builds the cache once
-    pil_rate = loader_images_per_s(pil, loader_batches)
-    cached_rate = loader_images_per_s(cached, loader_batches)
+    sources = {size: make_shapes(work_dir / f"shapes{size}", per_class=150, image_size=size) for size in source_sizes}
+    loader = [loader_rates(root, size, image_size, batch_size, num_workers, loader_batches, rounds) for size, root in sources.items()]
+    cached = datamodule(sources[source_sizes[0]], "cached", image_size, batch_size, num_workers)
+    augment = augment_cost(cached, loader_batches, rounds)
 
     nets: dict[str, Callable[[], nn.Module]] = {
         "cnn": lambda: PlainCNN(num_classes=cached.num_classes, image_size=image_size),
         "resnet_small": lambda: SmallResNet(num_classes=cached.num_classes, image_size=image_size),
+        "resnet50": lambda: ResNet50(num_classes=cached.num_classes),
     }
     train_rate, model_rate = {}, {}
     for name, make_net in nets.items():
@@ -177,16 +243,39 @@ def run(
         seconds.append(min(s1, s2))
         peaks.append(max(peak1, peak2))
     return DataBenchResult(
-        pil_rate, cached_rate, cached_rate / pil_rate, train_rate, model_rate,
-        {k: train_rate[k] / model_rate[k] for k in nets}, sizes, seconds, peaks,
+        loader, augment, train_rate, model_rate, {k: train_rate[k] / model_rate[k] for k in nets}, sizes, seconds, peaks,
     )  # fmt: skip
+
+
+def markdown(result: DataBenchResult) -> str:
+    """The measurements as the README's table, each ratio beside its target."""
+    rows = [
+        f"| loader, {r.source_size}-px JPEGs: cached + batched augmentation ÷ per-image PIL (target ≥ 10) "
+        f"| {r.cached:,.0f} ÷ {r.pil:,.0f} img/s = ×{r.speedup:.2f} |"
+        for r in result.loader
+    ]
+    rows += [
+        f"| loader, {r.source_size}-px JPEGs: cached without augmentation ÷ per-image PIL "
+        f"| {r.cached_no_augment:,.0f} ÷ {r.pil:,.0f} img/s = ×{r.speedup_if_augment_free:.2f} |"
+        for r in result.loader
+    ]
+    a = result.augment
+    rows.append(f"| augmentation alone, ms per 128² image: whole batches ÷ per image | {a.batched_ms:.3f} ÷ {a.per_image_ms:.3f} |")
+    ratios = ", ".join(f"{name} {ratio:.2f}" for name, ratio in result.train_over_model.items())
+    rows.append(f"| Lightning training ÷ model alone on in-memory tensors (target ≥ 0.95) | {ratios} |")
+    images = " / ".join(f"{n:,}" for n in result.growth_train_images)
+    rows.append(f"| epoch time at {images} images | {' / '.join(f'{s:.3f}' for s in result.growth_epoch_s)} s |")
+    rows.append(f"| peak RSS at the same sizes | {' / '.join(f'{m:.1f}' for m in result.growth_peak_rss_mb)} MiB |")
+    return "\n".join(["| measure | result |", "|---|---|", *rows]) + "\n"
 
 
 def main(argv: list[str]) -> None:
     out_dir = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="visionbench-data-bench-"))
     result = run(out_dir)
     (out_dir / "data_bench.json").write_text(json.dumps(asdict(result), indent=2))
-    print(json.dumps(asdict(result), indent=2))
+    (out_dir / "data_bench.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"Written: {out_dir / 'data_bench.json'}, {out_dir / 'data_bench.md'}")
 
 
 if __name__ == "__main__":

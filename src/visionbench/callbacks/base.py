@@ -53,6 +53,7 @@ class ValidationFigures(Callback, ABC):
         self.every_n_epochs = every_n_epochs
         self.confusion: MulticlassConfusionMatrix | None = None
         self._samples: list[Any] | None = None  # the fixed validation samples, read once
+        self._indices: list[int] = []  # and their indices in the validation set
         self._train_samples_pending = False
 
     @abstractmethod
@@ -123,8 +124,8 @@ class ValidationFigures(Callback, ABC):
         if self._samples is None:
             dataset: Dataset = self._val_loader(trainer).dataset
             size = len(dataset)  # type: ignore[arg-type]
-            indices = sorted({int(i) for i in np.linspace(0, size - 1, min(self.num_images, size)).round()})
-            self._samples = [dataset[i] for i in indices]
+            self._indices = sorted({int(i) for i in np.linspace(0, size - 1, min(self.num_images, size)).round()})
+            self._samples = [dataset[i] for i in self._indices]
         return self._samples
 
     def predict_fixed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list[Any], Tensor, Tensor]:
@@ -134,7 +135,9 @@ class ValidationFigures(Callback, ABC):
         (sliding-window segmentation) is used when the task has it, as in its ``validation_step``.
         """
         samples = self.fixed_val_samples(trainer)
-        images = self._val_loader(trainer).collate_fn(samples)[0].to(pl_module.device)
+        loader = self._val_loader(trainer)
+        read_batch = getattr(loader.dataset, "__getitems__", None)  # as the DataLoader's fetcher does
+        images = loader.collate_fn(read_batch(self._indices) if read_batch else samples)[0].to(pl_module.device)
         forward = getattr(pl_module, "predict_logits", pl_module)
         with torch.no_grad():
             return samples, images, forward(images)

@@ -53,6 +53,7 @@ class VisionDataModule(L.LightningDataModule):
         self.seed = seed
         # Set by subclasses for the cached pipeline: uint8 batch -> augmented (train), normalised floats.
         self.batch_transform: Callable[..., Any] | None = None
+        self.datasets: dict[str, Dataset] = {}  # "train"/"val"/"test", filled by ``setup``
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Cached pipeline: augment (training only) and normalise the uint8 batch on the device."""
@@ -70,7 +71,20 @@ class VisionDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.current_epoch if trainer is not None else 0
 
-    def _loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
+    def collate_fn(self, split: str) -> Callable[[Any], Any] | None:
+        """How ``split``'s samples become a batch; ``None`` is PyTorch's default collate."""
+        return None
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["train"], train=True, collate_fn=self.collate_fn("train"))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], train=False, collate_fn=self.collate_fn("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["test"], train=False, collate_fn=self.collate_fn("test"))
+
+    def _loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[Any], Any] | None = None) -> DataLoader:
         rank, world = self._rank_world()
         sampler: Sampler[int]
         if train:

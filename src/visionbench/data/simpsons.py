@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from visionbench.data.atomic import file_lock
 from visionbench.data.base import VisionDataModule
@@ -92,6 +93,17 @@ class CachedImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return image_tensor(self.cache, index), self.labels[index]
 
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        """A whole batch in one read (the DataLoader calls this instead of ``__getitem__`` per
+        index, then ``collate_batch``): every image is ``image_size``², so no crop is needed."""
+        images = torch.from_numpy(self.cache.images.read_many(indices))
+        return images, torch.tensor([self.labels[i] for i in indices])
+
+
+def collate_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The collate step of ``CachedImageDataset``: its ``__getitems__`` already returns a batch."""
+    return batch
+
 
 class SimpsonsDataModule(VisionDataModule):
     """Kaggle Simpsons layout -> deterministic manifest -> images for the model.
@@ -127,7 +139,6 @@ class SimpsonsDataModule(VisionDataModule):
         self.pipeline = check_pipeline(pipeline)
         self.batch_transform = ClassificationBatchTransform(self.augment) if pipeline == "cached" else None
         self.entries: list[Entry] | None = None
-        self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         """Generate (built-in data only) and build the manifest once; later calls reuse it."""
@@ -204,11 +215,5 @@ class SimpsonsDataModule(VisionDataModule):
             "test": self.split_dataset("test"),
         }
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["train"], train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["test"], train=False)
+    def collate_fn(self, split: str) -> Callable[[Any], Any] | None:
+        return collate_batch if self.pipeline == "cached" else None

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
 from visionbench.data.atomic import file_lock
@@ -309,7 +309,6 @@ class VOCSegmentationDataModule(VisionDataModule):
         self.class_names = list(class_names or VOC_CLASSES)
         self.generator = generator
         self.validated = False  # prepare_data runs more than once per run (harness, fit, test)
-        self.datasets: dict[str, Dataset] = {}
 
     @property
     def num_classes(self) -> int:
@@ -355,16 +354,6 @@ class VOCSegmentationDataModule(VisionDataModule):
             for stage_, stage_files in files.items()
         }
 
-    def _stage_loader(self, stage: str) -> DataLoader:
+    def collate_fn(self, split: str) -> Callable[[Any], Any]:
         collate_fn = pad_collate if self.pipeline == "pil" else pad_collate_uint8
-        collate = functools.partial(collate_fn, size_divisor=self.size_divisor)
-        return self._loader(self.datasets[stage], train=stage == "train", collate_fn=collate)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._stage_loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._stage_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._stage_loader("test")
+        return functools.partial(collate_fn, size_divisor=self.size_divisor)
