@@ -32,11 +32,14 @@ TINY = [
     "trainer.limit_test_batches=2", "task.data.num_workers=0", "task.data.batch_size=4",
     "callbacks.rich_progress_bar=null", "callbacks.throughput.warmup_steps=0", "callbacks.throughput.peak_size=256",
 ]  # fmt: skip
+# lr x gamma after each epoch; with ``task.module.scheduler.gamma=1e30`` the weights overflow early in epoch 1.
+STEP_LR = "task.module.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:1.0}"
 
 
-def run_cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``python <args>`` from the repository root, as a user would."""
-    result = subprocess.run([PY, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, check: bool = True, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python <args>`` from the repository root, as a user would (``env`` adds variables)."""
+    environment = {**os.environ, **(env or {})}
+    result = subprocess.run([PY, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment)
     if check:
         assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result

@@ -75,3 +75,38 @@ def test_multirun_with_ddp_cpu_keeps_each_jobs_processes_in_its_own_folder(tmp_p
     for job in jobs:
         assert (sweep / job / "metrics.json").is_file()
         assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 of this job logged here
+
+
+NAN_ON_RANK_ONE = """
+import os
+from visionbench.models.cnn import PlainCNN
+
+
+class NanOnRankOne(PlainCNN):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = 0
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.steps += 1
+            if os.environ.get("LOCAL_RANK") == "1" and self.steps > 1:
+                out = out * float("nan")
+        return out
+"""
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_with_the_message(tmp_path: Path) -> None:
+    """Rank 1 alone diverges at its second step: both ranks stop together with the paragraph,
+    instead of rank 0 failing in the gradient all-reduce (gloo) or waiting for a timeout (NCCL)."""
+    (tmp_path / "nan_net.py").write_text(NAN_ON_RANK_ONE)
+    result = run_cli(
+        "src/train.py", *SHAPES, "model=cnn", "model.net._target_=nan_net.NanOnRankOne", "trainer=ddp_cpu", *TINY,
+        "trainer.limit_train_batches=3", "callbacks.figures=null", f"hydra.run.dir={tmp_path / 'run'}",
+        check=False, timeout=300, env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Connection closed" not in result.stderr, result.stderr[-3000:]
+    assert "error: The training loss became nan at epoch 0, batch 1" in result.stderr  # rank 1
+    assert "error: The training loss became non-finite on another process at epoch 0, batch 1" in result.stderr  # rank 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
+from conftest import STEP_LR, TINY, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from kaggle_fixture import make_kaggle_download
@@ -76,13 +76,13 @@ def test_shuffle_order_depends_only_on_seed_and_epoch() -> None:
     assert list(resumed) == orders[2] and orders[0] != orders[1] and sorted(orders[1]) == list(range(50))
 
 
+EXPLODE_AFTER_FIRST_EPOCH = "task.module.scheduler.gamma=1e30"
+
+
 def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    explode_after_first_epoch = (  # lr x 1e30 after epoch 0: the weights overflow early in epoch 1
-        "task.module.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:1e30}"
-    )
     result = run_cli(
         "src/train.py", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-        "callbacks.figures=null", explode_after_first_epoch, f"hydra.run.dir={tmp_path}", check=False,
+        "callbacks.figures=null", STEP_LR, EXPLODE_AFTER_FIRST_EPOCH, f"hydra.run.dir={tmp_path}", check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
     error = result.stderr.split("\nerror: ", 1)[1]
@@ -92,6 +92,20 @@ def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint
     kept = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert kept["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["state_dict"].values())
     assert [p.name for p in checkpoints] == ["epoch_000.ckpt", "last.ckpt"]  # nothing written after the NaN
+
+
+def test_a_diverging_job_fails_alone_and_the_sweep_lists_it(tmp_path: Path) -> None:
+    """``-m``: job 0 diverges, job 1 still runs; the sweep exits 1 and names job 0 in failed_jobs.txt."""
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "src/train.py", "-m", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+        "callbacks.figures=null", STEP_LR, "task.module.scheduler.gamma=1e30,1.0", f"hydra.sweep.dir={sweep}", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (sweep / "1" / "metrics.json").is_file() and not (sweep / "0" / "metrics.json").exists()
+    failed = (sweep / "failed_jobs.txt").read_text().splitlines()
+    assert len(failed) == 1 and failed[0].startswith("job 0 [") and "gamma=1e+30" in failed[0]
+    assert "NonFiniteLossError: The training loss became nan at epoch 1" in failed[0]
 
 
 def test_non_finite_weights_are_refused_before_a_checkpoint_is_written() -> None:

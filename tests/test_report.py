@@ -96,6 +96,33 @@ def test_optuna_search_runs_trials_that_the_report_lists(tmp_path: Path) -> None
     assert report.best.startswith("Best trial (optuna)")
 
 
+@pytest.mark.slow
+def test_a_diverging_optuna_trial_fails_alone_and_the_search_finishes(tmp_path: Path) -> None:
+    """Two trials with the shipped search's failure policy: gamma 1.0 trains, then 1e30 diverges
+    (seeded random sampling gives that order; Optuna's GridSampler would end the study itself)."""
+    shipped = yaml.safe_load((REPO / "conf" / "hparams_search" / "simpsons_optuna.yaml").read_text())["hydra"]["sweeper"]
+    sweeper = {
+        "direction": "maximize", "n_trials": 2, "max_failure_rate": shipped["max_failure_rate"], "sampler": {"seed": 0},
+        "params": {"task.module.scheduler.gamma": "choice(1e30, 1.0)"},
+    }  # fmt: skip
+    defaults = [{"override /hydra/sweeper": "optuna"}, {"override /hydra/sweeper/sampler": "random"}]
+    step_lr = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 1, "gamma": 1.0}
+    search = {"defaults": defaults, "optimized_metric": "val/acc_best", "task": {"module": {"scheduler": step_lr}},
+              "hydra": {"mode": "MULTIRUN", "sweeper": sweeper}}  # fmt: skip
+    (tmp_path / "conf" / "hparams_search").mkdir(parents=True)
+    (tmp_path / "conf" / "hparams_search" / "diverging.yaml").write_text("# @package _global_\n" + yaml.safe_dump(search))
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "src/train.py", "-m", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", _search_override().replace("simpsons_optuna", "diverging"),
+        "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3", "callbacks.figures=null",
+        f"hydra.sweep.dir={sweep}", check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_params"] == {"task.module.scheduler.gamma": 1.0}
+    failed = (sweep / "failed_jobs.txt").read_text().splitlines()
+    assert len(failed) == 1 and failed[0].startswith("job 1 [task.module.scheduler.gamma=1e+30") and "NonFiniteLossError" in failed[0]
+
+
 def test_unreadable_run_folders_are_skipped_with_a_counted_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from visionbench.report import find_runs
 

@@ -36,11 +36,26 @@ def user_message(err: VisionbenchError) -> str:
 
 
 def report_errors(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a ``VisionbenchError`` (bad data or config) prints its paragraph, not a traceback."""
+    """Run ``fn``; a ``VisionbenchError`` (bad data or config) prints its paragraph, not a traceback.
+
+    A single run then exits with status 1. A job of a Hydra multirun (``-m``) instead hands the
+    error to Hydra, which records the job as failed and goes on with the others (one diverging
+    seed or Optuna trial must not throw away the rest of the sweep); ``FailedJobs`` (the sweep's
+    Hydra callback) lists the failures at the end and the sweep exits with status 1.
+    """
     try:
         return fn()
     except VisionbenchError as err:
         message = user_message(err)
         logging.getLogger("visionbench").error("%s: %s", type(err).__name__, message)
         print(f"\nerror: {message}", file=sys.stderr)
+        if in_multirun_job():
+            raise
         raise SystemExit(1) from None
+
+
+def in_multirun_job() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -108,10 +108,21 @@ class VisionTask(L.LightningModule):
         return out, self.loss(out, target)
 
     def check_finite(self, loss: Tensor, batch_idx: int) -> None:
-        """Stop at the first NaN/inf loss: training on would only write checkpoints full of NaN."""
-        if not torch.isfinite(loss):
+        """Stop at the first NaN/inf loss: training on would only write checkpoints full of NaN.
+
+        Under DDP all ranks decide together (one all-reduce of a flag per step): a rank stopping
+        alone leaves the others in the gradient all-reduce, where NCCL waits for its timeout and
+        gloo fails with "Connection closed by peer" instead of this message.
+        """
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            finite_everywhere = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        else:
+            finite_everywhere = finite
+        if not finite_everywhere:
+            value = loss.item() if not finite else "non-finite on another process"
             raise NonFiniteLossError(
-                f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
+                f"The training loss became {value} at epoch {self.current_epoch}, batch {batch_idx} "
                 f"(global step {self.global_step}). The run stopped and {self._kept_checkpoint()}. Lower the "
                 "learning rate (task.module.optimizer.lr), check the inputs, or use trainer.precision=32-true."
             )
