@@ -14,10 +14,9 @@ from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from visionbench.run import train  # imported after composition: config errors answer fast
+    from visionbench.run import optimized_value, train  # imported after composition: config errors answer fast
 
-    metrics = report_errors(lambda: train(cfg))
-    return metrics.get(cfg.get("optimized_metric") or "")
+    return report_errors(lambda: optimized_value(train(cfg), cfg.get("optimized_metric")))
 
 
 if __name__ == "__main__":

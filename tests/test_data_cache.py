@@ -171,6 +171,16 @@ def test_eval_batches_are_only_normalised() -> None:
     torch.testing.assert_close(out, normalize_uint8(images))
 
 
+def test_whole_batch_reads_equal_item_reads(tmp_path: Path) -> None:
+    """``__getitems__`` (what the DataLoader calls) returns the items of ``__getitem__``, stacked."""
+    dataset = simpsons(write_classes(tmp_path / "data", width=40, height=36), "cached").datasets["train"]
+    indices = [3, 0, 5, 3]
+    images, labels = dataset.__getitems__(indices)  # type: ignore[attr-defined]
+    assert torch.equal(images, torch.stack([dataset[i][0] for i in indices]))
+    assert labels.tolist() == [dataset[i][1] for i in indices]
+    assert dataset.cache.images.read_many([]).shape == (0, 3, 32, 32)  # type: ignore[attr-defined]
+
+
 def test_cache_is_reused_until_the_manifest_or_size_changes(tmp_path: Path) -> None:
     root = write_classes(tmp_path / "data", width=40, height=36)
     simpsons(root, "cached")

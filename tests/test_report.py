@@ -123,6 +123,15 @@ def test_a_diverging_optuna_trial_fails_alone_and_the_search_finishes(tmp_path: 
     assert len(failed) == 1 and failed[0].startswith("job 1 [task.module.scheduler.gamma=1e+30") and "NonFiniteLossError" in failed[0]
 
 
+def test_an_optimized_metric_the_run_did_not_log_is_named_with_the_ones_it_did() -> None:
+    from visionbench.errors import ConfigError
+    from visionbench.run import optimized_value
+
+    assert optimized_value({"val/acc_best": 0.5}, "val/acc_best") == 0.5 and optimized_value({}, None) is None
+    with pytest.raises(ConfigError, match=r"optimized_metric 'val/miou_best' is not among .*val/acc_best"):
+        optimized_value({"val/acc_best": 0.5}, "val/miou_best")
+
+
 def test_unreadable_run_folders_are_skipped_with_a_counted_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from visionbench.report import find_runs
 

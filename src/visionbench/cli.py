@@ -40,8 +40,10 @@ def report_errors(fn: Callable[[], T]) -> T:
 
     A single run then exits with status 1. A job of a Hydra multirun (``-m``) instead hands the
     error to Hydra, which records the job as failed and goes on with the others (one diverging
-    seed or Optuna trial must not throw away the rest of the sweep); ``FailedJobs`` (the sweep's
-    Hydra callback) lists the failures at the end and the sweep exits with status 1.
+    seed or Optuna trial must not throw away the rest of the sweep): ``visionbench.sweep.FailedJobs``
+    appends it to ``<sweep dir>/failed_jobs.txt``; the basic sweeper exits with status 1 after
+    the last job, Optuna marks the trial FAIL. A distributed job still exits: its other ranks
+    may be waiting in a collective, and only ending this process releases them.
     """
     try:
         return fn()
@@ -49,7 +51,7 @@ def report_errors(fn: Callable[[], T]) -> T:
         message = user_message(err)
         logging.getLogger("visionbench").error("%s: %s", type(err).__name__, message)
         print(f"\nerror: {message}", file=sys.stderr)
-        if in_multirun_job():
+        if in_multirun_job() and not in_distributed_job():
             raise
         raise SystemExit(1) from None
 
@@ -59,3 +61,9 @@ def in_multirun_job() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def in_distributed_job() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()

@@ -141,6 +141,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def optimized_value(metrics: dict[str, float], key: str | None) -> float | None:
+    """The value a sweeper optimises (``optimized_metric``); a key the run did not log is a config
+    mistake that would otherwise reach Optuna as a bare ``None``."""
+    if not key:
+        return None
+    if key not in metrics:
+        raise ConfigError(
+            f"optimized_metric '{key}' is not among this run's metrics ({', '.join(sorted(metrics))}). Set "
+            "optimized_metric to one of them, e.g. val/acc_best (classification) or val/miou_best (segmentation)."
+        )
+    return metrics[key]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a visionbench checkpoint with ``weights_only=True`` (no pickled code is executed)."""
     path = Path(path)

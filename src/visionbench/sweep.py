@@ -17,6 +17,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from visionbench.cli import user_message
+from visionbench.errors import VisionbenchError
+
 log = logging.getLogger(__name__)
 FAILED_JOBS = "failed_jobs.txt"
 
@@ -26,7 +29,8 @@ class FailedJobs(Callback):
         if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return
         error = job_return._return_value  # the exception; ``return_value`` would re-raise it
-        line = f"job {config.hydra.job.num} [{' '.join(job_return.overrides or [])}]: {type(error).__name__}: {error}"
+        message = user_message(error) if isinstance(error, VisionbenchError) else str(error)
+        line = f"job {config.hydra.job.num} [{' '.join(job_return.overrides or [])}]: {type(error).__name__}: {message}"
         path = Path(config.hydra.sweep.dir) / FAILED_JOBS
         with path.open("a") as listing:
             listing.write(" ".join(line.split()) + "\n")

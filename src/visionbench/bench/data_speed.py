@@ -2,9 +2,10 @@
 itself costs, end-to-end training throughput against the model alone, and how epoch time and
 memory grow with the dataset.
 
-Every ratio is measured in one process, its two sides interleaved over ``rounds`` and reduced to
-medians, so a neighbour on this shared machine slows both sides alike; absolute images/s are
-reported beside them for context. Torch runs with ``threads`` intra-op threads (default 1): on a
+Every ratio is measured in one process. The loader and augmentation ratios interleave their two
+sides over ``rounds`` and take medians, so a neighbour on this shared machine slows both sides
+alike; the end-to-end ratios measure each side once, back to back (a ResNet-50 round costs a
+minute). Absolute images/s are reported beside the ratios for context. Torch runs with ``threads`` intra-op threads (default 1): on a
 shared 2-core machine, 2 OpenMP threads made elementwise ops up to 10x slower whenever another
 process (or a loader worker) held a core (measured: batch transform 156 ms at 2 threads vs 22 ms
 at 1), which swamped every ratio with noise.

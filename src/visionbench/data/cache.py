@@ -128,6 +128,8 @@ class ArrayFile:
         if self._fd is None or self._pid != os.getpid():
             self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
         out = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        if not indices:
+            return out
         view = memoryview(out).cast("B")
         size = self.item_bytes
         for slot, index in enumerate(indices):
@@ -213,10 +215,7 @@ def _remove_superseded(cache_dir: Path, name: str, key: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def image_tensor(cache: ImageCache, index: int, cropped: bool = True) -> Tensor:
-    """Item ``index`` as a (3, h, w) uint8 tensor (its valid region unless ``cropped`` is false)."""
-    image = torch.from_numpy(cache.images.read(index))
-    if cropped:
-        h, w = cache.sizes[index]
-        image = image[:, :h, :w]
-    return image
+def image_tensor(cache: ImageCache, index: int) -> Tensor:
+    """Item ``index`` as a (3, h, w) uint8 tensor: its valid region of the padded canvas."""
+    h, w = cache.sizes[index]
+    return torch.from_numpy(cache.images.read(index))[:, :h, :w]
