@@ -26,23 +26,28 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> DataBenchResult:
     return measured
 
 
-def real_size(result: DataBenchResult) -> LoaderRates:
-    """The loader measured on source images of the real dataset's size (the largest measured)."""
-    return max(result.loader, key=lambda rates: rates.source_size)
+def real_size(result: DataBenchResult, workers: int) -> LoaderRates:
+    """The loader with ``workers`` on source images of the real dataset's size (the largest measured)."""
+    return max((r for r in result.loader if r.num_workers == workers), key=lambda rates: rates.source_size)
+
+
+def test_cached_loader_is_ten_times_the_pil_loader_on_the_same_core(result: DataBenchResult) -> None:
+    """0 workers: both pipelines run on the training process's one core."""
+    assert real_size(result, 0).speedup >= 10, result
 
 
 @pytest.mark.xfail(
     not torch.cuda.is_available(),
-    reason="on a CPU the batched augmentation runs on the same 2 cores as the per-image pipeline and costs about "
-    "as much per image as its augmentation (result.augment): the ratio needs a device that augments for ~free",
+    reason="with 2 workers the per-image pipeline decodes on two processes while the batched augmentation runs on "
+    "one core of the training process; on a GPU node it runs on the GPU",
     strict=False,
 )
-def test_cached_loader_is_ten_times_the_pil_loader(result: DataBenchResult) -> None:
-    assert real_size(result).speedup >= 10, result
+def test_cached_loader_is_ten_times_the_pil_loader_with_two_workers(result: DataBenchResult) -> None:
+    assert real_size(result, 2).speedup >= 10, result
 
 
 def test_cached_batches_come_ten_times_faster_than_pil_batches_before_augmentation(result: DataBenchResult) -> None:
-    assert real_size(result).speedup_if_augment_free >= 10, result
+    assert all(real_size(result, workers).speedup_if_augment_free >= 10 for workers in (0, 2)), result
 
 
 def test_batched_augmentation_costs_no_more_than_the_per_image_augmentation(result: DataBenchResult) -> None:

@@ -2,10 +2,10 @@
 itself costs, end-to-end training throughput against the model alone, and how epoch time and
 memory grow with the dataset.
 
-Every ratio is measured in one process. The loader and augmentation ratios interleave their two
-sides over ``rounds`` and take medians, so a neighbour on this shared machine slows both sides
-alike; the end-to-end ratios measure each side once, back to back (a ResNet-50 round costs a
-minute). Absolute images/s are reported beside the ratios for context. Torch runs with ``threads`` intra-op threads (default 1): on a
+Every ratio is measured in one process, its two sides interleaved over ``rounds`` and reduced to
+medians, so a neighbour on this shared machine slows both sides alike (a single 6-batch
+measurement of resnet_small read anywhere from 0.89 to 0.97 of the model alone). Absolute
+images/s are reported beside the ratios for context. Torch runs with ``threads`` intra-op threads (default 1): on a
 shared 2-core machine, 2 OpenMP threads made elementwise ops up to 10x slower whenever another
 process (or a loader worker) held a core (measured: batch transform 156 ms at 2 threads vs 22 ms
 at 1), which swamped every ratio with noise.
@@ -19,6 +19,7 @@ Usage: ``python -m visionbench.bench.data_speed [out_dir]`` (also run by ``pytes
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -78,9 +79,13 @@ def loader_images_per_s(dm: SimpsonsDataModule, batches: int, augment: bool = Tr
 
 @dataclass
 class LoaderRates:
-    """Loader images/s on one set of files, 2 workers each, medians over the rounds."""
+    """Loader images/s on one set of files, the same number of workers on both sides, medians
+    over the rounds. With 0 workers both pipelines run on the same single core; with 2 the
+    per-image pipeline decodes on two worker processes while the batch augmentation still runs
+    on one core of the training process (on a GPU node it would run on the GPU)."""
 
     source_size: int
+    num_workers: int
     pil: float  # per image: decode, resize, augment, normalise (torchvision v2, the reference)
     cached: float  # uint8 batches from the cache, augmented and normalised as whole batches here
     cached_no_augment: float  # the same batches only normalised: what the cache serves when augmenting is free
@@ -98,7 +103,7 @@ def loader_rates(root: Path, source_size: int, image_size: int, batch_size: int,
         samples["plain"].append(loader_images_per_s(cached, batches, augment=False))
     rate = {k: statistics.median(v) for k, v in samples.items()}
     return LoaderRates(
-        source_size, rate["pil"], rate["cached"], rate["plain"], rate["cached"] / rate["pil"], rate["plain"] / rate["pil"]
+        source_size, num_workers, rate["pil"], rate["cached"], rate["plain"], rate["cached"] / rate["pil"], rate["plain"] / rate["pil"]
     )
 
 
@@ -202,7 +207,7 @@ def run(
     image_size: int = 128,
     source_sizes: tuple[int, ...] = (256, 480),
     batch_size: int = 32,
-    num_workers: int = 2,
+    loader_workers: tuple[int, ...] = (0, 2),
     loader_batches: int = 12,
     rounds: int = 3,
     train_batches: int = 6,
@@ -217,12 +222,17 @@ def run(
     keep the faster of two epochs, the first of which also warms the page cache.
     """
     torch.set_num_threads(threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per measurement: no banners
     # Both sides of each ratio alike: denormal floats (which a model trained on one repeated random
     # batch drifts into) otherwise make the CPU timings erratic (measured up to 15x on resnet_small).
     torch.set_flush_denormal(True)
     sources = {size: make_shapes(work_dir / f"shapes{size}", per_class=150, image_size=size) for size in source_sizes}
-    loader = [loader_rates(root, size, image_size, batch_size, num_workers, loader_batches, rounds) for size, root in sources.items()]
-    cached = datamodule(sources[source_sizes[0]], "cached", image_size, batch_size, num_workers)
+    loader = [
+        loader_rates(root, size, image_size, batch_size, workers, loader_batches, rounds)
+        for size, root in sources.items()
+        for workers in loader_workers
+    ]
+    cached = datamodule(sources[source_sizes[0]], "cached", image_size, batch_size, max(loader_workers))
     augment = augment_cost(cached, loader_batches, rounds)
 
     nets: dict[str, Callable[[], nn.Module]] = {
@@ -232,8 +242,11 @@ def run(
     }
     train_rate, model_rate = {}, {}
     for name, make_net in nets.items():
-        train_rate[name] = training_images_per_s(cached, make_net, train_batches, warmup)
-        model_rate[name] = model_images_per_s(make_net, cached.num_classes, image_size, batch_size, train_batches, warmup)
+        trained, alone = [], []
+        for _ in range(rounds):
+            trained.append(training_images_per_s(cached, make_net, train_batches, warmup))
+            alone.append(model_images_per_s(make_net, cached.num_classes, image_size, batch_size, train_batches, warmup))
+        train_rate[name], model_rate[name] = statistics.median(trained), statistics.median(alone)
 
     sizes, seconds, peaks = [], [], []
     for per_class in growth_per_class:
@@ -251,12 +264,12 @@ def run(
 def markdown(result: DataBenchResult) -> str:
     """The measurements as the README's table, each ratio beside its target."""
     rows = [
-        f"| loader, {r.source_size}-px JPEGs: cached + batched augmentation ÷ per-image PIL (target ≥ 10) "
-        f"| {r.cached:,.0f} ÷ {r.pil:,.0f} img/s = ×{r.speedup:.2f} |"
+        f"| loader, {r.source_size}-px JPEGs, {r.num_workers} workers: cached + batched augmentation ÷ per-image PIL "
+        f"(target ≥ 10) | {r.cached:,.0f} ÷ {r.pil:,.0f} img/s = ×{r.speedup:.2f} |"
         for r in result.loader
     ]
     rows += [
-        f"| loader, {r.source_size}-px JPEGs: cached without augmentation ÷ per-image PIL "
+        f"| loader, {r.source_size}-px JPEGs, {r.num_workers} workers: cached without augmentation ÷ per-image PIL "
         f"| {r.cached_no_augment:,.0f} ÷ {r.pil:,.0f} img/s = ×{r.speedup_if_augment_free:.2f} |"
         for r in result.loader
     ]
