@@ -27,7 +27,9 @@ def test_a_run_folder_holds_config_events_checkpoints_and_metrics(multirun: Path
     assert config["model"]["name"] == "cnn" and config["task"]["name"] == "shapes"
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.ckpt").is_file() and list((run / "checkpoints").glob("epoch_*.ckpt"))
-    assert "val/acc_best" in json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "val/acc_best" in metrics
+    assert all(0 <= metrics[f"train/{key}"] <= 1 for key in ("acc", "acc_macro", "acc_top5"))  # logged at epoch end
 
 
 def test_multirun_writes_one_folder_per_job_with_its_own_config(multirun: Path) -> None:
