@@ -275,3 +275,20 @@ def test_bench_cli_writes_results_for_a_tiny_run(tmp_path: Path) -> None:
     (out_dir,) = (tmp_path / "bench").iterdir()
     assert {p.suffix for p in out_dir.glob("results_cpu_fp32_nchw.*")} == {".csv", ".md", ".png"}
     assert "| cnn | ours | simpsons | bf16 |" in result.stdout
+
+
+def test_the_data_bench_runs_every_measurement_and_tabulates_it(tmp_path: Path) -> None:
+    """The data-path benchmark itself, on tiny settings (its targets are checked by ``pytest -m bench``)."""
+    from visionbench.bench.data_speed import END_TO_END_MODELS, markdown, run
+
+    steps: list[str] = []
+    result = run(
+        tmp_path, image_size=32, source_sizes=(40,), loader_workers=(0,), loader_batches=2, rounds=1, train_batches=1,
+        warmup=1, growth_per_class=(110,), growth_size=24, progress=lambda step, total: steps.append(step),
+    )  # fmt: skip
+    assert len(steps) == 1 + 1 + len(END_TO_END_MODELS) + 1
+    rates = result.loader[0]
+    assert (rates.source_size, rates.num_workers) == (40, 0) and min(rates.pil, rates.cached, rates.cached_no_augment) > 0
+    assert set(result.train_over_model) == set(END_TO_END_MODELS) and all(v > 0 for v in result.train_over_model.values())
+    table = markdown(result)
+    assert "40-px JPEGs, 0 workers" in table and "resnet50" in table and "MiB" in table

@@ -32,6 +32,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torchvision.transforms import v2
 
@@ -45,6 +46,15 @@ from visionbench.models.resnet_small import SmallResNet
 from visionbench.tasks.classification import ClassificationTask
 
 SPLIT = {"min_images": 100, "test_per_class": 20, "val_fraction": 0.1}
+END_TO_END_MODELS = ("cnn", "resnet_small", "resnet50")  # the issue's three: fast, small and large steps
+
+
+def network(name: str, num_classes: int, image_size: int) -> nn.Module:
+    if name == "cnn":
+        return PlainCNN(num_classes=num_classes, image_size=image_size)
+    if name == "resnet_small":
+        return SmallResNet(num_classes=num_classes, image_size=image_size)
+    return ResNet50(num_classes=num_classes)
 
 
 def make_shapes(root: Path, per_class: int, image_size: int, num_classes: int = 6) -> Path:
@@ -215,33 +225,37 @@ def run(
     growth_per_class: tuple[int, ...] = (150, 300, 600),
     growth_size: int = 48,
     threads: int = 1,
+    progress: Callable[[str, int], None] = lambda step, total: None,
 ) -> DataBenchResult:
     """Every measurement on data in ``work_dir`` (generated on first use, then reused).
 
     Growth epochs run without loader workers (their start-up would dominate small epochs) and
-    keep the faster of two epochs, the first of which also warms the page cache.
+    keep the faster of two epochs, the first of which also warms the page cache. ``progress``
+    is told the name of each step before it starts, and the total number of steps.
     """
+    total = len(source_sizes) * len(loader_workers) + 1 + len(END_TO_END_MODELS) + len(growth_per_class)
     torch.set_num_threads(threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per measurement: no banners
     # Both sides of each ratio alike: denormal floats (which a model trained on one repeated random
     # batch drifts into) otherwise make the CPU timings erratic (measured up to 15x on resnet_small).
     torch.set_flush_denormal(True)
     sources = {size: make_shapes(work_dir / f"shapes{size}", per_class=150, image_size=size) for size in source_sizes}
-    loader = [
-        loader_rates(root, size, image_size, batch_size, workers, loader_batches, rounds)
-        for size, root in sources.items()
-        for workers in loader_workers
-    ]
+    loader = []
+    for size, root in sources.items():
+        for workers in loader_workers:
+            progress(f"loaders, {size}-px JPEGs, {workers} workers", total)
+            loader.append(loader_rates(root, size, image_size, batch_size, workers, loader_batches, rounds))
     cached = datamodule(sources[source_sizes[0]], "cached", image_size, batch_size, max(loader_workers))
+    progress("augmentation cost", total)
     augment = augment_cost(cached, loader_batches, rounds)
 
-    nets: dict[str, Callable[[], nn.Module]] = {
-        "cnn": lambda: PlainCNN(num_classes=cached.num_classes, image_size=image_size),
-        "resnet_small": lambda: SmallResNet(num_classes=cached.num_classes, image_size=image_size),
-        "resnet50": lambda: ResNet50(num_classes=cached.num_classes),
-    }
     train_rate, model_rate = {}, {}
-    for name, make_net in nets.items():
+    for name in END_TO_END_MODELS:
+        progress(f"{name}: training loop vs model alone", total)
+
+        def make_net(name: str = name) -> nn.Module:
+            return network(name, cached.num_classes, image_size)
+
         trained, alone = [], []
         for _ in range(rounds):
             trained.append(training_images_per_s(cached, make_net, train_batches, warmup))
@@ -250,6 +264,7 @@ def run(
 
     sizes, seconds, peaks = [], [], []
     for per_class in growth_per_class:
+        progress(f"growth: {per_class} images per class", total)
         root = make_shapes(work_dir / f"growth{per_class}", per_class=per_class, image_size=growth_size)
         dm = datamodule(root, "cached", growth_size, batch_size, num_workers=0)
         (s1, peak1), (s2, peak2) = epoch_cost(dm), epoch_cost(dm)
@@ -257,7 +272,7 @@ def run(
         seconds.append(min(s1, s2))
         peaks.append(max(peak1, peak2))
     return DataBenchResult(
-        loader, augment, train_rate, model_rate, {k: train_rate[k] / model_rate[k] for k in nets}, sizes, seconds, peaks,
+        loader, augment, train_rate, model_rate, {k: train_rate[k] / model_rate[k] for k in END_TO_END_MODELS}, sizes, seconds, peaks,
     )  # fmt: skip
 
 
@@ -274,7 +289,7 @@ def markdown(result: DataBenchResult) -> str:
         for r in result.loader
     ]
     a = result.augment
-    rows.append(f"| augmentation alone, ms per 128² image: whole batches ÷ per image | {a.batched_ms:.3f} ÷ {a.per_image_ms:.3f} |")
+    rows.append(f"| augmentation alone, ms per image: whole batches ÷ per image | {a.batched_ms:.3f} ÷ {a.per_image_ms:.3f} |")
     ratios = ", ".join(f"{name} {ratio:.2f}" for name, ratio in result.train_over_model.items())
     rows.append(f"| Lightning training ÷ model alone on in-memory tensors (target ≥ 0.95) | {ratios} |")
     images = " / ".join(f"{n:,}" for n in result.growth_train_images)
@@ -285,7 +300,18 @@ def markdown(result: DataBenchResult) -> str:
 
 def main(argv: list[str]) -> None:
     out_dir = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="visionbench-data-bench-"))
-    result = run(out_dir)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("data bench", total=None)
+        started = False
+
+        def step(what: str, total: int) -> None:
+            nonlocal started
+            bar.update(task, description=what, total=total, advance=1 if started else 0)
+            started = True
+
+        result = run(out_dir, progress=step)
+        bar.update(task, description="data bench", advance=1)
     (out_dir / "data_bench.json").write_text(json.dumps(asdict(result), indent=2))
     (out_dir / "data_bench.md").write_text(markdown(result))
     print(markdown(result))
