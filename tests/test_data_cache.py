@@ -46,8 +46,9 @@ def write_classes(root: Path, width: int, height: int, classes: int = 3, per_cla
 
 def simpsons(root: Path, pipeline: str, image_size: int = 32, augment: dict | None = None, **kwargs) -> SimpsonsDataModule:
     kwargs.setdefault("split", SPLIT)
+    kwargs.setdefault("num_workers", 0)
     dm = SimpsonsDataModule(
-        root, image_size=image_size, batch_size=4, num_workers=0, augment=augment or NO_AUGMENT, pipeline=pipeline, **kwargs
+        root, image_size=image_size, batch_size=4, augment=NO_AUGMENT if augment is None else augment, pipeline=pipeline, **kwargs
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -179,6 +180,23 @@ def test_whole_batch_reads_equal_item_reads(tmp_path: Path) -> None:
     assert torch.equal(images, torch.stack([dataset[i][0] for i in indices]))
     assert labels.tolist() == [dataset[i][1] for i in indices]
     assert dataset.cache.images.read_many([]).shape == (0, 3, 32, 32)  # type: ignore[attr-defined]
+
+
+def test_per_image_augmentation_depends_on_epoch_and_sample_not_on_workers_or_restarts(tmp_path: Path) -> None:
+    """Epoch 1's augmented batches are the same with 0 or 2 loader workers, and for a fresh
+    DataModule started at epoch 1 (a resumed run); epoch 2 differs."""
+    root = write_classes(tmp_path / "data", width=40, height=36)
+
+    def epoch_batches(workers: int, epoch: int) -> list[Tensor]:
+        dm = simpsons(root, "pil", augment={}, num_workers=workers)
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        return [images for images, _ in loader]
+
+    one = epoch_batches(0, 1)
+    for other in (epoch_batches(2, 1), epoch_batches(0, 1)):
+        assert len(other) == len(one) and all(torch.equal(a, b) for a, b in zip(one, other, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(one, epoch_batches(0, 2), strict=True))
 
 
 def test_cache_is_reused_until_the_manifest_or_size_changes(tmp_path: Path) -> None:

@@ -48,12 +48,18 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k.startswith("net.")}
 
 
-def test_resuming_from_last_checkpoint_equals_training_straight_through(compose_cfg, tmp_path: Path) -> None:
-    straight = _train(compose_cfg, ["trainer.max_epochs=4"], tmp_path / "straight")
+@pytest.mark.parametrize(
+    "pipeline",
+    [["task.data.pipeline=cached"], ["task.data.pipeline=cached", "task.data.num_workers=2"],
+     ["task.data.pipeline=pil", "task.data.num_workers=2"]],
+    ids=["cached-no-workers", "cached-2-prefetching-workers", "per-image-augmentation-in-2-workers"],
+)
+def test_resuming_from_last_checkpoint_equals_training_straight_through(compose_cfg, tmp_path: Path, pipeline: list[str]) -> None:
+    straight = _train(compose_cfg, ["trainer.max_epochs=4", *pipeline], tmp_path / "straight")
     resumed_dir = tmp_path / "resumed"
-    _train(compose_cfg, ["trainer.max_epochs=2", "test=false"], resumed_dir)
+    _train(compose_cfg, ["trainer.max_epochs=2", "test=false", *pipeline], resumed_dir)
     last = resumed_dir / "checkpoints" / "last.ckpt"
-    resumed = _train(compose_cfg, ["trainer.max_epochs=4", f"ckpt_path={last}"], resumed_dir)
+    resumed = _train(compose_cfg, ["trainer.max_epochs=4", f"ckpt_path={last}", *pipeline], resumed_dir)
     assert _stable(resumed) == _stable(straight)
     a, b = _weights(tmp_path / "straight"), _weights(resumed_dir)
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []

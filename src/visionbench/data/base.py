@@ -36,12 +36,71 @@ class EpochShuffleSampler(Sampler[int]):
         return self.num_samples
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A distinct seed for every (run seed, epoch, sample)."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + index
+
+
+class EpochTaggedSampler(Sampler[int]):
+    """Yields ``epoch * n + index`` for each index of ``sampler``: the worker process that reads a
+    training sample learns its epoch from the index itself (persistent workers hold their own
+    copy of the dataset and never see ``set_epoch``)."""
+
+    def __init__(self, sampler: EpochShuffleSampler | DistributedSampler, num_samples: int) -> None:
+        self.sampler = sampler
+        self.num_samples = num_samples
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        offset = self.epoch * self.num_samples
+        return (offset + index for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class SeededSamples(Dataset):
+    """Training samples whose randomness depends only on (seed, epoch, index).
+
+    Per-sample augmentation (torchvision v2 transforms, random crops) draws from torch's global
+    RNG in whichever process reads the sample. Each worker's stream depends on the worker count
+    and restarts with the workers, so a resumed run would see other augmentations than a
+    straight one. Seeding every sample from (seed, epoch, index) instead gives the same samples
+    for any ``num_workers`` and after any resume.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, tagged: int) -> Any:
+        epoch, index = divmod(tagged, len(self))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+    def __getitems__(self, tagged: list[int]) -> Any:
+        """Whole-batch reads (the cache's) draw no random numbers; other datasets go sample by sample."""
+        read_batch = getattr(self.dataset, "__getitems__", None)
+        if read_batch is None:
+            return [self[i] for i in tagged]
+        return read_batch([i % len(self) for i in tagged])
+
+
 class VisionDataModule(L.LightningDataModule):
     """Builds its own samplers (the trainer runs with ``use_distributed_sampler=False``).
 
     Training shuffles from (seed, epoch) alone, so a resumed run replays the same order:
     ``EpochShuffleSampler`` on one process, a ``DistributedSampler`` under DDP (padding there
-    only repeats a few training samples per epoch, which is harmless). Validation and test use
+    only repeats a few training samples per epoch, which is harmless); each training sample's
+    random augmentation is seeded from (seed, epoch, index) (``SeededSamples``). Validation and test use
     disjoint shards so every sample is evaluated exactly once and synced metrics equal the
     1-process value.
     """
@@ -68,8 +127,11 @@ class VisionDataModule(L.LightningDataModule):
         return trainer.global_rank, trainer.world_size
 
     def _current_epoch(self) -> int:
+        """The epoch the fit loop runs next, as Lightning hands it to ``set_epoch``. A resumed run
+        creates (and, with workers, starts prefetching from) its loaders while ``current_epoch``
+        still reads the checkpoint's last finished epoch."""
         trainer = getattr(self, "trainer", None)
-        return trainer.current_epoch if trainer is not None else 0
+        return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
 
     def collate_fn(self, split: str) -> Callable[[Any], Any] | None:
         """How ``split``'s samples become a batch; ``None`` is PyTorch's default collate."""
@@ -87,16 +149,18 @@ class VisionDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[Any], Any] | None = None) -> DataLoader:
         rank, world = self._rank_world()
         sampler: Sampler[int]
+        shuffle: EpochShuffleSampler | DistributedSampler
         if train:
             shuffle = (
                 DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
                 if world > 1
                 else EpochShuffleSampler(len(dataset), self.seed)  # type: ignore[arg-type]
             )
+            sampler = EpochTaggedSampler(shuffle, len(dataset))  # type: ignore[arg-type]
             # Workers fetch indices as soon as the loader is iterated, which on resume happens
             # before the fit loop's set_epoch: start at the (restored) epoch already.
-            shuffle.set_epoch(self._current_epoch())
-            sampler = shuffle
+            sampler.set_epoch(self._current_epoch())
+            dataset = SeededSamples(dataset, self.seed)
         else:
             sampler = EvalShardSampler(len(dataset), rank, world)  # type: ignore[arg-type]
         return DataLoader(
