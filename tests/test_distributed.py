@@ -110,3 +110,18 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_with_the_message(tmp_path: Path
     assert "Traceback" not in result.stderr and "Connection closed" not in result.stderr, result.stderr[-3000:]
     assert "error: The training loss became nan at epoch 0, batch 1" in result.stderr  # rank 1
     assert "error: The training loss became non-finite on another process at epoch 0, batch 1" in result.stderr  # rank 0
+
+
+def test_a_failing_ddp_job_ends_its_sweep_instead_of_leaving_ranks_waiting(tmp_path: Path) -> None:
+    """In ``-m`` a failed job normally fails alone; a DDP job exits instead (its other ranks may be
+    waiting in a collective), so the sweep stops at it, with the message and without hanging."""
+    (tmp_path / "nan_net.py").write_text(NAN_ON_RANK_ONE)
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "src/train.py", "-m", *SHAPES, "model=cnn", "model.net._target_=nan_net.NanOnRankOne,visionbench.models.cnn.PlainCNN",
+        "trainer=ddp_cpu", *TINY, "trainer.limit_train_batches=3", "callbacks.figures=null", f"hydra.sweep.dir={sweep}",
+        check=False, timeout=300, env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: The training loss became nan at epoch 0, batch 1" in result.stderr
+    assert (sweep / "0").is_dir() and not (sweep / "1").exists()

@@ -18,6 +18,7 @@ Usage: ``python -m visionbench.bench.data_speed [out_dir]`` (also run by ``pytes
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import statistics
@@ -36,25 +37,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torchvision.transforms import v2
 
-from visionbench.bench.speed import _PeakMemory
+from visionbench.bench.speed import _PeakMemory, build_net
+from visionbench.cli import CONFIG_DIR
 from visionbench.data.shapes import generate_shapes
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.transforms import augmentation, normalize
-from visionbench.models.cnn import PlainCNN
-from visionbench.models.resnet import ResNet50
-from visionbench.models.resnet_small import SmallResNet
 from visionbench.tasks.classification import ClassificationTask
 
 SPLIT = {"min_images": 100, "test_per_class": 20, "val_fraction": 0.1}
 END_TO_END_MODELS = ("cnn", "resnet_small", "resnet50")  # the three: fast, small and large steps
-
-
-def network(name: str, num_classes: int, image_size: int) -> nn.Module:
-    if name == "cnn":
-        return PlainCNN(num_classes=num_classes, image_size=image_size)
-    if name == "resnet_small":
-        return SmallResNet(num_classes=num_classes, image_size=image_size)
-    return ResNet50(num_classes=num_classes)
 
 
 def make_shapes(root: Path, per_class: int, image_size: int, num_classes: int = 6) -> Path:
@@ -253,8 +244,7 @@ def run(
     for name in END_TO_END_MODELS:
         progress(f"{name}: training loop vs model alone", total)
 
-        def make_net(name: str = name) -> nn.Module:
-            return network(name, cached.num_classes, image_size)
+        make_net = functools.partial(build_net, Path(CONFIG_DIR), name, cached.num_classes, image_size)
 
         trained, alone = [], []
         for _ in range(rounds):

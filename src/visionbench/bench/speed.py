@@ -336,7 +336,7 @@ def plan_jobs(bench: DictConfig, conf_dir: Path) -> list[Job]:
             warmup=overrides.get("warmup", bench.warmup),
             iters=overrides.get("iters", bench.iters),
         )
-        ours = functools.partial(hydra.utils.instantiate, _resolved(net_cfg, task.image_size), num_classes=task.num_classes)
+        ours = functools.partial(build_net, conf_dir, name, task.num_classes, task.image_size)
         jobs.append(Job(name, "ours", task.name, workload, baseline, ours))
         if name in bench.torchvision:
             twin_cfg = OmegaConf.to_container(bench.torchvision[name], resolve=True)
@@ -358,6 +358,11 @@ def _knob_variant(knob: str, baseline: Variant, low_precision: str) -> Variant:
         f"Unknown knob {knob!r} in bench.knobs. Use any of channels_last, precision, compile "
         "(e.g. `bench.knobs=[channels_last,precision,compile]`)."
     )
+
+
+def build_net(conf_dir: Path, name: str, num_classes: int, image_size: int | ListConfig) -> nn.Module:
+    """The network of ``conf/model/<name>.yaml``, as ``src/train.py model=<name>`` builds it."""
+    return hydra.utils.instantiate(_resolved(_model_net_config(conf_dir, name), image_size), num_classes=num_classes)
 
 
 def _model_net_config(conf_dir: Path, name: str) -> DictConfig:

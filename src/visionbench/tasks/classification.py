@@ -27,7 +27,8 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
 
 class ClassificationTask(VisionTask):
     """Metrics are torchmetrics objects held by the module (so they move with it and sync
-    exactly under DDP) and logged as objects, so Lightning computes and resets them per epoch."""
+    exactly under DDP). Validation and test metrics are logged as objects, so Lightning computes
+    and resets them per epoch; training metrics are computed in ``on_train_epoch_end``."""
 
     def __init__(
         self,
