@@ -15,7 +15,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from visionbench.cli import CONFIG_DIR
-from visionbench.data.base import EpochShuffleSampler
+from visionbench.data.sampler import EpochShuffleSampler
 from visionbench.data.split import MANIFEST, SplitSpec, build_split, manifest_is_current, write_manifest
 from visionbench.run import train
 from visionbench.tasks.base import NonFiniteLossError, VisionTask

@@ -1,66 +1,21 @@
-"""What every visionbench DataModule shares: loaders whose sharding is exact under DDP."""
+"""What every visionbench DataModule shares: loaders whose sharding is exact under DDP and whose
+training samples depend only on (seed, epoch, index)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from visionbench.data.sampler import EvalShardSampler
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A random permutation that depends only on (seed, epoch), like ``DistributedSampler``.
-
-    A ``RandomSampler`` with a seeded generator draws epoch k's order from the generator's
-    state after k epochs, so a run resumed at epoch k (fresh generator) would replay epoch 0's
-    order. The fit loop calls ``set_epoch`` before every epoch, straight or resumed.
-    """
-
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
+from visionbench.data.sampler import EpochShuffleSampler, EpochTaggedSampler, EvalShardSampler
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A distinct seed for every (run seed, epoch, sample)."""
     return (seed * 1_000_003 + epoch) * 1_000_003 + index
-
-
-class EpochTaggedSampler(Sampler[int]):
-    """Yields ``epoch * n + index`` for each index of ``sampler``: the worker process that reads a
-    training sample learns its epoch from the index itself (persistent workers hold their own
-    copy of the dataset and never see ``set_epoch``)."""
-
-    def __init__(self, sampler: EpochShuffleSampler | DistributedSampler, num_samples: int) -> None:
-        self.sampler = sampler
-        self.num_samples = num_samples
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        offset = self.epoch * self.num_samples
-        return (offset + index for index in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
 
 
 class SeededSamples(Dataset):

@@ -1,4 +1,5 @@
-"""Evaluation sharding that sees every sample exactly once, whatever the number of processes.
+"""The loaders' samplers: training orders that depend only on (seed, epoch), and evaluation
+sharding that sees every sample exactly once, whatever the number of processes.
 
 Lightning's default ``DistributedSampler`` pads the last batch by repeating samples when the
 split size is not divisible by the world size, so synced metrics differ from the 1-process
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from torch.utils.data import Sampler
+import torch
+from torch.utils.data import DistributedSampler, Sampler
 
 
 class EvalShardSampler(Sampler[int]):
@@ -25,3 +27,49 @@ class EvalShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation that depends only on (seed, epoch), like ``DistributedSampler``.
+
+    A ``RandomSampler`` with a seeded generator draws epoch k's order from the generator's
+    state after k epochs, so a run resumed at epoch k (fresh generator) would replay epoch 0's
+    order. The fit loop calls ``set_epoch`` before every epoch, straight or resumed.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class EpochTaggedSampler(Sampler[int]):
+    """Yields ``epoch * n + index`` for each index of ``sampler``: the worker process that reads a
+    training sample learns its epoch from the index itself (persistent workers hold their own
+    copy of the dataset and never see ``set_epoch``)."""
+
+    def __init__(self, sampler: EpochShuffleSampler | DistributedSampler, num_samples: int) -> None:
+        self.sampler = sampler
+        self.num_samples = num_samples
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        offset = self.epoch * self.num_samples
+        return (offset + index for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
