@@ -4,6 +4,7 @@ and a CLI runner for the few tests that must go through the real entry points.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,15 @@ os.environ["VISIONBENCH_DATA_DIR"] = str(SESSION_DIR / "data")
 os.environ["VISIONBENCH_LOG_DIR"] = str(SESSION_DIR / "logs")
 os.environ["VISIONBENCH_ROOT"] = str(REPO)
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's generated data and logs (~150 MB) after a green run; keep them to
+    inspect after a red one. Pytest's own ``tmp_path`` folders follow ``tmp_path_retention_policy``."""
+    if exitstatus == 0:
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)
+    else:
+        session.config.get_terminal_writer().line(f"visionbench test data and logs kept in {SESSION_DIR}")
 
 # Smallest settings that still run train, val and test through the real pipeline.
 TINY = [
