@@ -22,7 +22,7 @@ def summarize(cfg: DictConfig) -> str:
     return layer_table(net, size)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="summary")
 def main(cfg: DictConfig) -> None:
     print(report_errors(lambda: summarize(cfg)))
 

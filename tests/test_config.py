@@ -67,3 +67,9 @@ def test_summary_prints_the_layer_table_at_the_tasks_reference_size(compose_cfg)
     assert "Total params: 3,491,603" in summarize(compose_cfg(["model=cnn", "task=simpsons"]))
     table = summarize(compose_cfg(["model=fcn", "task=voc"]))
     assert "3x320x480" in table and "Total params: 12,993,642" in table
+
+
+def test_summary_command_prints_the_table_and_writes_no_run_folder(tmp_path: Path) -> None:
+    result = run_cli("src/summary.py", "model=resnet_small", "task=simpsons", env={"VISIONBENCH_LOG_DIR": str(tmp_path / "logs")})
+    assert "Total params: 1,157,011" in result.stdout  # trainable; Keras adds the 256 BN statistics
+    assert not (tmp_path / "logs").exists() and not (REPO / "summary.log").exists()
