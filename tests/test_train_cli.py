@@ -4,6 +4,8 @@ one folder per multirun job, every classification network trainable, clear error
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,16 @@ def test_eval_of_the_best_checkpoint_reproduces_the_logged_test_metrics(multirun
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     assert evaluated["test/acc"] == logged["test/acc"]
     assert evaluated["test/loss"] == pytest.approx(logged["test/loss"], rel=1e-6)
+
+
+def test_eval_without_task_reads_the_checkpoints_split_under_this_machines_data_dir(multirun: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "data"  # the data as another machine holds it: no cache yet
+    shutil.copytree(Path(os.environ["VISIONBENCH_DATA_DIR"]) / "shapes", moved / "shapes", ignore=shutil.ignore_patterns(".cache"))
+    ckpt = multirun / "0" / "checkpoints" / "last.ckpt"
+    run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", f"hydra.run.dir={tmp_path / 'eval'}",
+            env={"VISIONBENCH_DATA_DIR": str(moved)})  # fmt: skip
+    assert (moved / "shapes" / ".cache").is_dir()  # the test split was read (and cached) from there
+    assert "test/acc" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
 
 
 def test_eval_needs_an_existing_checkpoint(tmp_path: Path) -> None:

@@ -171,14 +171,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def rebased_data_root(root: str, trained_data_dir: str, data_dir: str) -> str:
+    """The checkpoint's data root, moved from the training run's ``paths.data_dir`` to this run's,
+    so a checkpoint evaluates with its own split settings on another machine or after the data
+    moved (``VISIONBENCH_DATA_DIR``/``paths.data_dir``). A root set outside the data dir stays."""
+    if not Path(root).is_relative_to(trained_data_dir):
+        return root
+    return str(Path(data_dir) / Path(root).relative_to(trained_data_dir))
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) a checkpoint. The network comes from the checkpoint's own config; the
-    task comes from the command line when given (``task=...``), else from the checkpoint too."""
+    task comes from the command line when given (``task=...``), else from the checkpoint too,
+    with its data found under this run's ``paths.data_dir``."""
     check_numeric_knobs(cfg)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(checkpoint["visionbench_config"])
     if cfg.get("task") is not None:
         run_cfg.task = cfg.task
+    else:
+        run_cfg.task.data.root = rebased_data_root(run_cfg.task.data.root, run_cfg.paths.data_dir, cfg.paths.data_dir)
     run_cfg.trainer = cfg.trainer
     run_cfg.logger = cfg.get("logger")
     run_cfg.callbacks = None
