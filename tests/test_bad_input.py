@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, run_cli
 from kaggle_fixture import make_kaggle_download
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_segmentation_data import write_list, write_mask, write_pair
 from torch._utils import ExceptionWrapper
@@ -23,7 +25,8 @@ from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import EXCLUDED, SplitSpec, build_split
 from visionbench.data.voc import VOC_DIR
-from visionbench.errors import ConfigError, CorruptDataError
+from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
+from visionbench.run import check_resume, evaluate, load_checkpoint, train
 
 
 def _paragraph(stderr: str) -> str:
@@ -69,6 +72,8 @@ def test_missing_data_root_names_the_folder_through_the_cli(tmp_path: Path) -> N
     assert result.returncode == 1
     error = _paragraph(result.stderr)
     assert str(tmp_path / "nowhere") in error and "task=shapes" in error
+    assert "nowhere" not in result.stdout  # printed once, on stderr; the run's train.log has it too
+    assert "nowhere" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_unknown_task_lists_the_available_tasks(tmp_path: Path) -> None:
@@ -130,3 +135,58 @@ def test_the_config_checks_accept_the_shipped_configs(compose_cfg) -> None:
     for task in ("simpsons", "shapes", "voc", "shapes_seg"):
         check_numeric_knobs(compose_cfg([f"task={task}"]))
     assert OmegaConf.select(compose_cfg(["task=voc"]), "task.data.image_size") is None  # absent keys are skipped
+
+
+def test_user_errors_raised_inside_instantiate_are_reported_unwrapped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "weights.pth"
+    with pytest.raises(SystemExit):
+        report_errors(lambda: instantiate({"_target_": "visionbench.run.load_checkpoint", "path": str(missing)}))
+    assert capsys.readouterr().err.strip() == f"error: Checkpoint '{missing}' does not exist. " + (
+        "Pass ckpt_path=<run folder>/checkpoints/last.ckpt (or an epoch_*.ckpt) of a finished training run."
+    )
+
+
+def test_a_required_value_left_unset_names_the_key(compose_cfg, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = compose_cfg(["task=shapes"], config_name="eval")  # ckpt_path: ???
+    with pytest.raises(SystemExit):
+        report_errors(lambda: evaluate(cfg))
+    assert "ckpt_path has no value" in capsys.readouterr().err
+
+
+def test_an_unknown_eval_split_is_a_config_error(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match="split=tset"):
+        evaluate(compose_cfg(["task=shapes", "ckpt_path=x.ckpt", "split=tset"], config_name="eval"))
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None], ids=["text file", "truncated"])
+def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save({"visionbench_config": {}, "state_dict": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(content if content is not None else path.read_bytes()[:2000])
+    with pytest.raises(CorruptDataError, match="last.ckpt' is not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_gpu_trainers_without_cuda_say_so_before_touching_data(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(["task=shapes", "trainer=gpu", f"paths.data_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="trainer=cpu"):
+        train(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+def test_resuming_another_models_checkpoint_names_both_models(compose_cfg, multirun: Path) -> None:
+    ckpt = multirun / "0" / "checkpoints" / "last.ckpt"  # model=cnn
+    with pytest.raises(ConfigError, match="trained with model=cnn, but this run has model=resnet_small"):
+        check_resume(compose_cfg(["task=shapes", "model=resnet_small", f"ckpt_path={ckpt}"]))
+
+
+def test_resuming_into_a_new_run_folder_asks_for_the_checkpoints_folder(compose_cfg, multirun: Path) -> None:
+    ckpt = multirun / "0" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=f"hydra.run.dir={multirun / '0'}"):
+        check_resume(compose_cfg(["task=shapes", "model=cnn", f"ckpt_path={ckpt}"]))
+
+
+def test_resuming_from_a_missing_checkpoint_is_named(compose_cfg, tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError, match="missing.ckpt' does not exist"):
+        check_resume(compose_cfg(["task=shapes", "model=cnn", f"ckpt_path={tmp_path / 'missing.ckpt'}"]))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from visionbench.errors import VisionbenchError
+from visionbench.errors import ConfigError, VisionbenchError
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,13 +47,40 @@ def report_errors(fn: Callable[[], T]) -> T:
     """
     try:
         return fn()
-    except VisionbenchError as err:
+    except Exception as raised:  # noqa: BLE001 - only user errors are handled, the rest re-raised as is
+        err = user_error(raised)
+        if err is None:
+            raise
         message = user_message(err)
-        logging.getLogger("visionbench").error("%s: %s", type(err).__name__, message)
+        log_to_files(f"{type(err).__name__}: {message}")
         print(f"\nerror: {message}", file=sys.stderr)
         if in_multirun_job() and not in_distributed_job():
-            raise
+            raise err from None
         raise SystemExit(1) from None
+
+
+def user_error(err: BaseException) -> VisionbenchError | None:
+    """The user error behind ``err``, if it is one: ours, ours wrapped by ``hydra.utils.instantiate``
+    (e.g. a pretrained-weights file missing while the network is built), or a required config
+    value left unset (``ckpt_path: ???``)."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, VisionbenchError):
+        return err.__cause__
+    if isinstance(err, MissingMandatoryValue):
+        key = err.full_key or "a required value"
+        return ConfigError(f"{key} has no value and this command needs one: add {key}=... to the command line.")
+    return err if isinstance(err, VisionbenchError) else None
+
+
+def log_to_files(message: str) -> None:
+    """Record ``message`` in the run's log file (``train.log``) only: the console gets the
+    ``error:`` paragraph once, on stderr."""
+    record = logging.LogRecord("visionbench", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def in_multirun_job() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.atomic import write_text_atomic
 from visionbench.data.base import VisionDataModule
-from visionbench.errors import ConfigError, DataNotFoundError
+from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 from visionbench.tasks.base import VisionTask
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,15 @@ class EpochSeed(Callback):
         L.seed_everything(epoch_seed, workers=True, verbose=False)
 
 
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """``trainer=gpu``/``ddp`` on a machine without CUDA: say so before any data is prepared."""
+    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={trainer_cfg.accelerator} needs a CUDA GPU, and PyTorch sees none here "
+            "(torch.cuda.is_available() is False). Use trainer=cpu, or trainer=ddp_cpu for 2 processes on CPU."
+        )
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(EpochSeed(cfg.seed))
@@ -104,11 +114,37 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
 
 
+def check_resume(cfg: DictConfig) -> None:
+    """A resumed run must continue the checkpoint's network and task in the checkpoint's own run
+    folder: in a new folder Lightning cannot restore the best score (it warns "dirpath has
+    changed") and the test after training would pick the wrong "best" checkpoint."""
+    if not cfg.get("ckpt_path"):
+        return
+    ckpt_path = Path(cfg.ckpt_path)
+    trained = load_checkpoint(ckpt_path)["visionbench_config"]
+    for group in ("model", "task"):
+        if trained[group]["name"] != cfg[group].name:
+            raise ConfigError(
+                f"'{ckpt_path}' was trained with {group}={trained[group]['name']}, but this run has "
+                f"{group}={cfg[group].name}. Resume with the checkpoint's own overrides (its run folder's "
+                ".hydra/overrides.yaml lists them)."
+            )
+    run_dir = ckpt_path.resolve().parent.parent
+    if run_dir != Path(cfg.paths.output_dir).resolve():
+        raise ConfigError(
+            f"Resuming from '{ckpt_path}' must continue in its run folder: add hydra.run.dir={run_dir} (same "
+            "overrides as before; trainer.max_epochs is the new total). A new folder would lose the best "
+            "checkpoint's score, and the test after training would pick the wrong checkpoint."
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
     start = time.perf_counter()
     check_numeric_knobs(cfg)
     check_model_task(cfg.model, cfg.task)  # before any data is generated or read
+    check_accelerator(cfg.trainer)
+    check_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
@@ -162,8 +198,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"Checkpoint '{path}' does not exist. Pass ckpt_path=<run folder>/checkpoints/last.ckpt "
             "(or an epoch_*.ckpt) of a finished training run."
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "visionbench_config" not in checkpoint:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise CorruptDataError(
+            f"'{path}' is not a readable checkpoint ({str(err).splitlines()[0][:200]}): it is truncated (a "
+            "copy or a run that was killed mid-write) or not a PyTorch checkpoint. Use another epoch_*.ckpt or "
+            "last.ckpt from the run's checkpoints/ folder."
+        ) from None
+    if not isinstance(checkpoint, dict) or "visionbench_config" not in checkpoint:
         raise ConfigError(
             f"'{path}' has no visionbench run config: it was not written by src/train.py, so the network "
             "cannot be rebuilt from it. Use a checkpoint from a visionbench run folder."
@@ -185,6 +228,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     task comes from the command line when given (``task=...``), else from the checkpoint too,
     with its data found under this run's ``paths.data_dir``."""
     check_numeric_knobs(cfg)
+    if cfg.split not in ("test", "val"):
+        raise ConfigError(f"split={cfg.split} is not a split eval.py evaluates: use split=test (default) or split=val.")
     checkpoint = load_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(checkpoint["visionbench_config"])
     if cfg.get("task") is not None:
@@ -196,6 +241,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_cfg.callbacks = None
     run_cfg.compile = False
     check_model_task(run_cfg.model, run_cfg.task)
+    check_accelerator(run_cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(run_cfg)
     task = build_task(run_cfg, datamodule)
