@@ -24,7 +24,7 @@ bench: $(STAMP)  ## speed/cost/quality table of every model (logs/bench/<time>/)
 	$(PY) src/bench.py
 	$(PY) -m visionbench.bench.data_speed logs/bench/data
 
-report: $(STAMP)  ## one table (CSV + Markdown + PNG) of the runs under DIR: make report DIR=logs/train/multiruns/<time>
+report: $(STAMP)  ## one table per task (Markdown; CSV + PNG per task) of the training runs under DIR: make report DIR=logs/train/multiruns/<time>
 	$(PY) src/report.py $(or $(DIR),logs)
 
 tensorboard: $(STAMP)

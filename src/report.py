@@ -1,4 +1,7 @@
-"""Collect every finished run under a folder into one table (CSV, Markdown, PNG) and print it.
+"""Collect the finished training runs under a folder into one table per task and print them.
+
+Writes report.md (every table; debug and eval runs skipped and counted; failed sweep jobs
+listed) and, per task, report_<task>.csv and report_<task>.png.
 
     python src/report.py logs/train/multiruns/<time>
     python src/report.py logs --out reports/
@@ -16,7 +19,7 @@ from visionbench.report import markdown, write_report
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dir", type=Path, help="a run, multirun or logs folder (searched recursively)")
-    parser.add_argument("--out", type=Path, default=None, help="where report.{csv,md,png} go (default: DIR)")
+    parser.add_argument("--out", type=Path, default=None, help="where report.md and report_<task>.{csv,png} go (default: DIR)")
     args = parser.parse_args()
     report, paths = report_errors(lambda: write_report(args.dir, args.out))
     print(markdown(report))

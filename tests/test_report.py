@@ -1,21 +1,26 @@
-"""report.py: one row per setting with mean ± std over seeds, from real multiruns and an Optuna search."""
+"""report.py: one table per task, one row per setting with mean ± std over seeds, from real multiruns and an
+Optuna search; debug and eval runs counted, not tabled; failed sweep jobs listed."""
 
 from __future__ import annotations
 
 import csv
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conftest import REPO, TINY, run_cli
 
-from visionbench.errors import DataNotFoundError
-from visionbench.report import build_report, markdown
+from visionbench.errors import ConfigError, DataNotFoundError
+from visionbench.report import build_report, markdown, write_report
+from visionbench.sweep import FailedJobs
 
 def _search_override() -> str:
     """``hparams_search=...``, or ``+hparams_search=...`` while train.yaml does not declare the group."""
@@ -28,19 +33,19 @@ def test_report_of_two_models_by_two_seeds_has_two_rows_with_mean_and_std(multir
     out = run_cli("src/report.py", str(multirun)).stdout
     table = [line for line in out.splitlines() if line.startswith("| cnn") or line.startswith("| resnet_small")]
     assert len(table) == 2 and all("±" in line for line in table)
-    with open(multirun / "report.csv", newline="") as f:
+    with open(multirun / "report_shapes.csv", newline="") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"cnn", "resnet_small"}
     for model, row in rows.items():
         runs = [json.loads((d / "metrics.json").read_text()) for d in multirun.iterdir() if (d / "metrics.json").is_file()
                 and yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["model"]["name"] == model]  # fmt: skip
         values = [r["test/acc"] for r in runs]
-        assert row["n_seeds"] == "2" and sorted(row["seeds"].split()) == ["1", "2"]
+        assert row["n_runs"] == row["n_seeds"] == "2" and sorted(row["seeds"].split()) == ["1", "2"]
         assert float(row["test/acc_mean"]) == pytest.approx(statistics.fmean(values))
         assert float(row["test/acc_std"]) == pytest.approx(statistics.stdev(values))
         assert float(row["val/acc_best_mean"]) >= 0 and float(row["wall_time_s_mean"]) > 0
     assert (multirun / "report.md").read_text() in out
-    assert (multirun / "report.png").stat().st_size > 0
+    assert (multirun / "report_shapes.png").stat().st_size > 0
 
 
 def _fake_run(path: Path, overrides: list[str], config: dict, metrics: dict) -> None:
@@ -51,23 +56,95 @@ def _fake_run(path: Path, overrides: list[str], config: dict, metrics: dict) -> 
 
 
 def test_rows_group_runs_that_differ_only_in_seed_and_fill_unset_keys_from_config(tmp_path: Path) -> None:
-    config = {"task": {"monitor": "val/acc"}, "model": {"name": "resnet_small"}, "seed": 1}
+    config = {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "resnet_small"}, "seed": 1}
     _fake_run(tmp_path / "a", ["model=cnn", "seed=1"], {**config, "model": {"name": "cnn"}}, {"test/acc": 0.5, "test/iou/x": 1.0})
     _fake_run(tmp_path / "b", ["model=cnn", "seed=2"], {**config, "model": {"name": "cnn"}, "seed": 2}, {"test/acc": 0.7})
     _fake_run(tmp_path / "c", ["seed=1"], config, {"test/acc": 0.9})  # default model, no override
     (tmp_path / "crashed" / ".hydra").mkdir(parents=True)  # no metrics.json: not a finished run
     (tmp_path / "crashed" / ".hydra" / "config.yaml").write_text("seed: 3\n")
     report = build_report(tmp_path)
-    assert [r.settings for r in report.rows] == [{"model": "resnet_small"}, {"model": "cnn"}]  # sorted by test/acc
-    cnn = report.rows[1].stats["test/acc"]
+    [table] = report.tables
+    assert [r.settings for r in table.rows] == [{"model": "resnet_small"}, {"model": "cnn"}]  # sorted by test/acc
+    cnn = table.rows[1].stats["test/acc"]
     assert cnn.mean == pytest.approx(0.6) and cnn.std == pytest.approx(statistics.stdev([0.5, 0.7]))
-    assert report.rows[0].stats["test/acc"].std is None and "test/iou/x" not in report.metrics
+    assert table.rows[0].stats["test/acc"].std is None and "test/iou/x" not in table.metrics
     assert "| cnn | 1,2 | 0.6000 ± 0.1414 |" in markdown(report)
 
 
 def test_report_of_a_folder_without_finished_runs_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="No finished run"):
         build_report(tmp_path)
+
+
+def _composed_run(path: Path, compose_cfg: Callable[[list[str], str], DictConfig], overrides: list[str], metrics: dict,
+                  config_name: str = "train") -> None:  # fmt: skip
+    """A run folder as the entry point leaves it: the real composed config (saved without ``hydra``)."""
+    cfg = compose_cfg(overrides, config_name)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    _fake_run(path, overrides, OmegaConf.to_container(cfg), metrics)
+
+
+def test_each_task_gets_its_own_table_and_files_and_debug_and_eval_runs_are_only_counted(
+    tmp_path: Path, compose_cfg: Callable[[list[str], str], DictConfig]
+) -> None:
+    logs = tmp_path / "logs"
+    accuracy = {"val/acc_best": 0.5, "test/acc": 0.4, "params": 10}
+    iou = {"val/miou_best": 0.3, "test/miou": 0.2, "test/pixel_acc": 0.6, "params": 20}
+    _composed_run(logs / "train/runs/a_shapes_cnn", compose_cfg, ["task=shapes", "model=cnn"], accuracy)
+    _composed_run(logs / "train/runs/b_shapes_seg_fcn", compose_cfg, ["task=shapes_seg", "model=fcn"], iou)
+    _composed_run(logs / "debug/runs/c_shapes_cnn", compose_cfg, ["task=shapes", "model=cnn", "debug=limit"], accuracy)
+    _composed_run(logs / "train/runs/d_shapes_cnn", compose_cfg, ["task=shapes", "model=cnn", "trainer.fast_dev_run=true"], accuracy)
+    checkpoint = logs / "train/runs/a_shapes_cnn/checkpoints/last.ckpt"
+    _composed_run(logs / "eval/runs/e_ckpt_eval", compose_cfg, [f"ckpt_path={checkpoint}"], {"test/acc": 0.4}, "eval")
+
+    report, files = write_report(logs)
+    assert [(t.task, [row.runs[0].path.name for row in t.rows]) for t in report.tables] == [
+        ("shapes", ["a_shapes_cnn"]), ("shapes_seg", ["b_shapes_seg_fcn"]),
+    ]  # fmt: skip
+    assert sorted(files) == ["report.md", "report_shapes.csv", "report_shapes.png", "report_shapes_seg.csv", "report_shapes_seg.png"]
+    columns = {}
+    for task in ("shapes", "shapes_seg"):
+        with open(files[f"report_{task}.csv"], newline="") as f:
+            columns[task] = csv.DictReader(f).fieldnames or []
+    assert "test/acc_mean" in columns["shapes"] and "test/miou_mean" not in columns["shapes"]
+    assert "test/miou_mean" in columns["shapes_seg"] and "test/acc_mean" not in columns["shapes_seg"]
+    text = files["report.md"].read_text()
+    assert "2 debug run(s) skipped" in text and "1 eval run(s) skipped" in text
+    assert "## shapes: 1 run(s), sorted by test/acc" in text and "## shapes_seg: 1 run(s), sorted by test/miou" in text
+
+
+def test_a_seed_run_twice_is_one_seed_of_two_runs(tmp_path: Path) -> None:
+    config = {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}, "seed": 42}
+    _fake_run(tmp_path / "a", ["model=cnn", "seed=1"], {**config, "seed": 1}, {"test/acc": 0.6})
+    for name, acc in (("b", 0.5), ("c", 0.7)):  # the same command twice: a new run folder each time
+        _fake_run(tmp_path / name, ["model=cnn"], config, {"test/acc": acc})
+    report, files = write_report(tmp_path)
+    assert "| 1,42 (3 runs) | 0.6000 ± 0.1000 |" in markdown(report)
+    with open(files["report_shapes.csv"], newline="") as f:
+        [row] = csv.DictReader(f)
+    assert (row["n_runs"], row["n_seeds"], row["seeds"]) == ("3", "2", "1 42")
+
+
+def _fail_job(sweep: Path, num: int, overrides: list[str]) -> None:
+    """A failed job recorded by the sweep's own callback, so that the report reads the format sweeps write."""
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "job": {"num": num}, "sweep": {"dir": str(sweep)}}})
+    failed = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=ConfigError("Bad config."))
+    FailedJobs().on_job_end(config, failed)
+
+
+def test_failed_sweep_jobs_are_printed_and_written_with_their_overrides(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    _fail_job(sweep, 1, ["model=cnn", "seed=2"])
+    with pytest.raises(DataNotFoundError, match=r"(?s)No finished run.*1 job\(s\) failed: see .*`model=cnn seed=2`"):
+        build_report(sweep)
+    config = {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}, "seed": 1}
+    _fake_run(sweep / "0", ["model=cnn", "seed=1"], config, {"test/acc": 0.5})
+    _fail_job(sweep, 2, ["model=cnn", "seed=3"])
+    out = run_cli("src/report.py", str(sweep)).stdout
+    note = f"2 job(s) failed: see {sweep / 'failed_jobs.txt'}\n- job 1 (ConfigError): `model=cnn seed=2`\n- job 2 (ConfigError): `model=cnn seed=3`\n"
+    assert note in out and note in (sweep / "report.md").read_text()
 
 
 def test_hparams_search_composes_with_every_searched_key_present_in_the_train_config() -> None:
@@ -92,7 +169,8 @@ def test_optuna_search_runs_trials_that_the_report_lists(tmp_path: Path) -> None
     )  # fmt: skip
     assert "best_params" in yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     report = build_report(sweep)
-    assert len(report.rows) == 2 and "task.module.optimizer.lr" in report.rows[0].settings
+    [table] = report.tables
+    assert len(table.rows) == 2 and "task.module.optimizer.lr" in table.rows[0].settings
     assert report.best.startswith("Best trial (optuna)")
 
 

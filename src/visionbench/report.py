@@ -1,9 +1,12 @@
-"""One table of every training run under a folder: what was overridden, and what came out.
+"""One table per task of the training runs under a folder: what was overridden, and what came out.
 
 Runs that differ only in ``seed`` are one row (mean ± sample std over the seeds), so a
 ``-m model=a,b seed=1,2,3`` sweep becomes one row per model; an Optuna search becomes one row
-per trial. Overrides shared by every run are stated once above the table instead of as
-columns. Output: CSV (raw numbers), Markdown (for the README) and a PNG of the test metric.
+per trial. Overrides shared by every run of a task are stated once above its table instead of
+as columns. Tasks get separate tables because their metrics differ (accuracy vs mIoU). Debug
+and eval runs are left out and counted, and failed sweep jobs (``failed_jobs.txt``) are
+listed, so that what is absent from a table is said rather than silent. Output: one Markdown
+file (for the README), and per task a CSV (raw numbers) and a PNG of the test metric.
 Imports no torch, so it runs in about a second.
 """
 
@@ -13,7 +16,9 @@ import csv
 import json
 import logging
 import math
+import re
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +29,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from visionbench.errors import DataNotFoundError
+from visionbench.sweep import FAILED_JOBS
 
 SEED = "seed"
+TRAIN, DEBUG, EVAL = "train", "debug", "eval"
+SKIPPED_WHY = {
+    DEBUG: "smoke tests (`debug=...` or `trainer.fast_dev_run`), not results",
+    EVAL: "`src/eval.py` re-tests a checkpoint; the tables compare training runs",
+}
+FAILED_JOB = re.compile(r"job (\S+) \[(.*?)\]: (\w+)")  # a line of visionbench.sweep.FailedJobs
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +61,16 @@ class Run:
     @property
     def finished_at(self) -> float:
         return (self.path / "metrics.json").stat().st_mtime
+
+    @property
+    def kind(self) -> str:
+        """``eval`` (an eval config has no model: it comes from the checkpoint), ``debug`` or ``train``."""
+        if self.group_name("model") is None:
+            return EVAL
+        trainer = self.config.get("trainer")
+        fast_dev_run = trainer.get("fast_dev_run") if isinstance(trainer, dict) else None
+        debug_group = any(k.lstrip("+~") == "debug" for k in self.overrides)
+        return DEBUG if fast_dev_run or debug_group else TRAIN
 
 
 def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
@@ -126,7 +148,14 @@ class Row:
 
     @property
     def seeds(self) -> list[str]:
-        return [str(r.config.get(SEED, "?")) for r in self.runs]
+        """Distinct seeds: the same command run twice (e.g. a resume without ``hydra.run.dir``) is one seed."""
+        return list(dict.fromkeys(str(r.config.get(SEED, "?")) for r in self.runs))
+
+    @property
+    def seeds_cell(self) -> str:
+        """``1,2,3``, or ``42 (2 runs)`` when a seed repeats: the std is then not one over seeds."""
+        seeds = ",".join(self.seeds)
+        return seeds if len(self.seeds) == len(self.runs) else f"{seeds} ({len(self.runs)} runs)"
 
     @property
     def label(self) -> str:
@@ -143,13 +172,22 @@ def short(value: str) -> str:
 
 
 @dataclass
-class Report:
-    root: Path
+class Table:
+    """The training runs of one task (a classification task's metrics are not a segmentation task's)."""
+
+    task: str
     common: dict[str, str]  # overrides with the same value in every run
     metrics: list[str]  # columns, in display order
     primary: str  # the test metric of the plot and the sort order
     rows: list[Row]
+
+
+@dataclass
+class Report:
+    root: Path
+    tables: list[Table]  # one per task, by name
     best: str  # the sweeper's best trial (Optuna's optimization_results.yaml), if any
+    notes: list[str]  # what no table shows: skipped runs, failed sweep jobs (Markdown)
 
 
 def _best_trial(root: Path) -> str:
@@ -177,13 +215,7 @@ def _primary_metric(runs: Sequence[Run], metrics: Sequence[str]) -> str:
     return candidate if candidate in metrics else next((m for m in metrics if m.startswith("test/")), metrics[0])
 
 
-def build_report(root: Path) -> Report:
-    runs = find_runs(root)
-    if not runs:
-        raise DataNotFoundError(
-            f"No finished run under '{root}' (a folder with .hydra/config.yaml and metrics.json). Pass a run, "
-            "multirun or logs folder, e.g. logs/train/multiruns/<time>."
-        )
+def _table(task: str, runs: Sequence[Run]) -> Table:
     keys = sorted({k for r in runs for k in r.overrides if k != SEED})
     values = {k: [r.overrides.get(k, config_value(r.config, k)) for r in runs] for k in keys}
     common = {k: v[0] for k, v in values.items() if len(set(v)) == 1}
@@ -202,73 +234,119 @@ def build_report(root: Path) -> Report:
     ]
     primary = _primary_metric(runs, metrics)
     rows.sort(key=lambda row: -row.stats[primary].mean if primary in row.stats else math.inf)
-    return Report(root, common, metrics, primary, rows, _best_trial(root))
+    return Table(task, common, metrics, primary, rows)
+
+
+def _skipped(runs: Sequence[Run]) -> list[str]:
+    counts = Counter(r.kind for r in runs if r.kind != TRAIN)
+    return [f"{n} {kind} run(s) skipped: {SKIPPED_WHY[kind]}." for kind, n in sorted(counts.items())]
+
+
+def _failed_jobs(root: Path) -> list[str]:
+    """A failed sweep job leaves no metrics.json, so no row: list it from the sweep's ``failed_jobs.txt``."""
+    notes = []
+    for path in sorted(Path(root).rglob(FAILED_JOBS)):
+        jobs = [line for line in path.read_text().splitlines() if line.strip()]
+        if jobs:
+            listing = [_failed_job(line) for line in jobs]
+            notes.append("\n".join([f"{len(jobs)} job(s) failed: see {path}", *listing]))
+    return notes
+
+
+def _failed_job(line: str) -> str:
+    """``- job 1 (NonFiniteLossError): `overrides```; the line as written if it is not in that format."""
+    match = FAILED_JOB.match(line)
+    return f"- job {match[1]} ({match[3]}): `{match[2]}`" if match else f"- {line}"
+
+
+def build_report(root: Path) -> Report:
+    """One table per task of the training runs under ``root``; debug and eval runs are only counted."""
+    runs = find_runs(root)
+    notes = _skipped(runs) + _failed_jobs(root)
+    by_task: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.kind == TRAIN:
+            by_task.setdefault(run.group_name("task") or "?", []).append(run)
+    if not by_task:
+        raise DataNotFoundError(
+            f"No finished run under '{root}' (a folder with .hydra/config.yaml and metrics.json). Pass a run, "
+            "multirun or logs folder, e.g. logs/train/multiruns/<time>." + "".join(f"\n{note}" for note in notes)
+        )
+    return Report(root, [_table(task, by_task[task]) for task in sorted(by_task)], _best_trial(root), notes)
 
 
 def _digits(metric: str) -> int:
     return 0 if metric in ("params", "epochs") else 1 if metric == "wall_time_s" else 4
 
 
-def write_csv(report: Report, path: Path) -> None:
+def write_csv(table: Table, path: Path) -> None:
     """Raw numbers: mean and std columns per metric, and the run folders behind each row."""
-    setting_keys = list(report.rows[0].settings)
-    stat_columns = [f"{m}_{part}" for m in report.metrics for part in ("mean", "std")]
+    setting_keys = list(table.rows[0].settings)
+    stat_columns = [f"{m}_{part}" for m in table.metrics for part in ("mean", "std")]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*setting_keys, "n_seeds", "seeds", *stat_columns, "run_dirs"])
-        for row in report.rows:
-            stats = [getattr(row.stats.get(m), part, None) for m in report.metrics for part in ("mean", "std")]
+        writer.writerow([*setting_keys, "n_runs", "n_seeds", "seeds", *stat_columns, "run_dirs"])
+        for row in table.rows:
+            stats = [getattr(row.stats.get(m), part, None) for m in table.metrics for part in ("mean", "std")]
             writer.writerow([
-                *row.settings.values(), len(row.runs), " ".join(row.seeds),
+                *row.settings.values(), len(row.runs), len(row.seeds), " ".join(row.seeds),
                 *("" if v is None else v for v in stats), ";".join(str(r.path) for r in row.runs),
             ])  # fmt: skip
 
 
-def markdown(report: Report) -> str:
-    setting_keys = list(report.rows[0].settings)
-    header = [*setting_keys, "seeds", *report.metrics]
-    lines = [
-        f"Runs under `{report.root}`: mean ± sample std over seeds; sorted by {report.primary}.",
-        "",
-    ]
-    if report.common:
-        lines += ["Common overrides: " + " ".join(f"`{k}={v}`" for k, v in report.common.items()), ""]
-    if report.best:
-        lines += [report.best, ""]
+def _table_markdown(table: Table) -> list[str]:
+    n_runs = sum(len(row.runs) for row in table.rows)
+    lines = [f"## {table.task}: {n_runs} run(s), sorted by {table.primary}", ""]
+    if table.common:
+        lines += ["Common overrides: " + " ".join(f"`{k}={v}`" for k, v in table.common.items()), ""]
+    header = [*table.rows[0].settings, "seeds", *table.metrics]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in report.rows:
+    for row in table.rows:
         cells = [
             *(short(v) for v in row.settings.values()),
-            ",".join(row.seeds),
-            *(row.stats[m].format(_digits(m)) if m in row.stats else "" for m in report.metrics),
+            row.seeds_cell,
+            *(row.stats[m].format(_digits(m)) if m in row.stats else "" for m in table.metrics),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
 
 
-def plot(report: Report, path: Path) -> None:
+def markdown(report: Report) -> str:
+    lines = [f"Training runs under `{report.root}`, one table per task: mean ± sample std over the runs of a row.", ""]
+    for note in filter(None, [report.best, *report.notes]):
+        lines += [note, ""]
+    for table in report.tables:
+        lines += _table_markdown(table)
+    return "\n".join(lines)
+
+
+def plot(table: Table, path: Path) -> None:
     """The primary test metric per row (best on top), with the standard deviation over seeds as error bars."""
-    rows = [r for r in report.rows if report.primary in r.stats]
+    rows = [r for r in table.rows if table.primary in r.stats]
     figure = Figure(figsize=(7.0, 0.45 * len(rows) + 1.5), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    stats = [r.stats[report.primary] for r in rows]
+    stats = [r.stats[table.primary] for r in rows]
     ax.barh(range(len(rows)), [s.mean for s in stats], xerr=[s.std or 0.0 for s in stats], capsize=4, color="tab:blue")
     ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(report.primary)
-    ax.set_title(" / ".join(k.rsplit(".", 1)[-1] for k in report.rows[0].settings) + " (error bars: std over seeds)", fontsize=9)
+    ax.set_xlabel(table.primary)
+    settings = " / ".join(k.rsplit(".", 1)[-1] for k in table.rows[0].settings)
+    ax.set_title(f"{table.task}: {settings} (error bars: std over seeds)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
 
 
 def write_report(root: Path, out_dir: Path | None = None) -> tuple[Report, dict[str, Path]]:
-    """Write ``report.csv``, ``report.md`` and ``report.png`` into ``out_dir`` (default: ``root``)."""
+    """Write ``report.md`` (every table and note) and, per task, ``report_<task>.csv`` and ``report_<task>.png``
+    into ``out_dir`` (default: ``root``); the files are returned by name."""
     report = build_report(root)
     out_dir = out_dir or root
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out_dir / f"report.{kind}" for kind in ("csv", "md", "png")}
-    write_csv(report, paths["csv"])
-    paths["md"].write_text(markdown(report))
-    plot(report, paths["png"])
-    return report, paths
+    paths = [out_dir / "report.md"]
+    paths[0].write_text(markdown(report))
+    for table in report.tables:
+        paths += [out_dir / f"report_{table.task}.csv", out_dir / f"report_{table.task}.png"]
+        write_csv(table, paths[-2])
+        plot(table, paths[-1])
+    return report, {p.name: p for p in paths}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from visionbench.bench.speed import Measurement
-from visionbench.report import Run
+from visionbench.report import TRAIN, Run
 
 OURS = "ours"
 TORCHVISION = "torchvision"
@@ -79,11 +79,11 @@ def _ratios(m: Measurement, reference: Measurement | None) -> tuple[float | None
 
 
 def aggregate_quality(runs: Iterable[Run], model: str, task: str, metric: str) -> Quality | None:
-    """Mean ± std of ``metric`` over seeds of the matching runs (``visionbench.report.find_runs``);
-    a re-run of a seed counts once (latest)."""
+    """Mean ± std of ``metric`` over seeds of the matching training runs (``visionbench.report.find_runs``;
+    debug runs are not results); a re-run of a seed counts once (latest)."""
     latest_per_seed: dict[object, Run] = {}
     for run in runs:
-        if run.group_name("model") != model or run.group_name("task") != task or metric not in run.metrics:
+        if run.kind != TRAIN or run.group_name("model") != model or run.group_name("task") != task or metric not in run.metrics:
             continue
         seed_key = run.seed if run.seed is not None else run.path  # an unknown seed is its own seed
         if seed_key not in latest_per_seed or run.finished_at > latest_per_seed[seed_key].finished_at:
