@@ -4,6 +4,7 @@ against the per-image PIL pipeline (the reference) on tiny datasets in the real 
 from __future__ import annotations
 
 import math
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -330,3 +331,14 @@ def test_cached_segmentation_training_crops_are_padded_with_void(tmp_path: Path)
     assert (mask == 7).sum().item() == (5 - 2) * (6 - 3)  # the whole labelled block is inside the crop
     outside = mask == IGNORE_INDEX
     assert all((image[c][outside] == MEAN_PIXEL[c]).float().mean().item() > 0.9 for c in range(3))
+
+
+def test_building_a_cache_is_announced_once_with_its_size_and_duration(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def decode(i: int) -> tuple[np.ndarray, None]:
+        return np.full((3, 4, 4), i, np.uint8), None
+
+    with caplog.at_level(logging.INFO, logger="visionbench.data.cache"):
+        build_cache(tmp_path, "train", "k1", 4, (4, 4), decode)
+        build_cache(tmp_path, "train", "k1", 4, (4, 4), decode)  # reused: silent
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "train split" in messages[0] and "(4 items, 4x4)" in messages[0] and " s;" in messages[1]

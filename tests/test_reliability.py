@@ -3,6 +3,8 @@ non-finite loss stops cleanly, manifests are written atomically, checkpoints loa
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,14 @@ def test_the_data_preparation_lock_makes_another_process_wait(tmp_path: Path) ->
         held = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.strip()
     free = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.strip()
     assert (held, free) == ("waited", "acquired")
+
+
+def test_atomically_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path: Path) -> None:
+    from visionbench.data.atomic import write_text_atomic
+
+    previous = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "manifest.csv", "path,label\n")
+        assert stat.S_IMODE((tmp_path / "manifest.csv").stat().st_mode) == 0o644  # readable by the other users of a shared filesystem
+    finally:
+        os.umask(previous)

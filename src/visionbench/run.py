@@ -59,6 +59,13 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     return task
 
 
+def log_lightning_once() -> None:
+    """``import lightning`` gives the ``lightning`` logger a console handler of its own, and its
+    records also reach the root logger, which Hydra sends to the console and ``train.log``: every
+    Lightning line was printed twice. The root's handlers alone now print them."""
+    logging.getLogger("lightning").handlers.clear()
+
+
 class EpochSeed(Callback):
     """Reseed the global RNGs (augmentation, dropout) from (seed, epoch) at every training epoch.
 
@@ -141,6 +148,7 @@ def check_resume(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
     start = time.perf_counter()
+    log_lightning_once()
     check_numeric_knobs(cfg)
     check_model_task(cfg.model, cfg.task)  # before any data is generated or read
     check_accelerator(cfg.trainer)
@@ -227,6 +235,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) a checkpoint. The network comes from the checkpoint's own config; the
     task comes from the command line when given (``task=...``), else from the checkpoint too,
     with its data found under this run's ``paths.data_dir``."""
+    log_lightning_once()
     check_numeric_knobs(cfg)
     if cfg.split not in ("test", "val"):
         raise ConfigError(f"split={cfg.split} is not a split eval.py evaluates: use split=test (default) or split=val.")

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -28,12 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from rich.progress import track
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from visionbench.data.atomic import atomic_path, file_lock, write_text_atomic
 from visionbench.data.transforms import IMAGENET_MEAN
 from visionbench.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"  # hidden: a flat class-folder layout must not scan it as a class
 FORMAT_VERSION = 1  # bump when the decode rule changes: old caches then get a new key
@@ -170,8 +176,11 @@ def build_cache(
     files = CacheFiles.of(root, name, key)
     with file_lock(root / CACHE_DIR / f".{name}.lock"):
         if not files.meta.is_file():
+            log.info("Decoding the %s split once into the uint8 cache %s (%d items, %dx%d)", name, files.images, count, *canvas)
+            start = time.perf_counter()
             _write(files, count, canvas, decode, with_masks)
             _remove_superseded(root / CACHE_DIR, name, key)
+            log.info("Cached the %s split in %.1f s; later runs read it directly", name, time.perf_counter() - start)
     meta = json.loads(files.meta.read_text())
     height, width = meta["canvas"]
     images = ArrayFile(files.images, (meta["count"], 3, height, width))
@@ -189,7 +198,7 @@ def _write(files: CacheFiles, count: int, canvas: tuple[int, int], decode: Decod
         if with_masks:
             tmp_masks = stack.enter_context(atomic_path(files.masks))
             masks = np.memmap(tmp_masks, np.uint8, "w+", shape=(max(count, 1), height, width))
-        for i in range(count):
+        for i in track(range(count), description="building the cache", transient=True, disable=not sys.stderr.isatty()):
             image, mask = decode(i)
             h, w = image.shape[-2:]
             if h > height or w > width:
