@@ -1,7 +1,7 @@
-"""Predict with a trained checkpoint: top-k classes (or a mask) per image, and a figure per image.
+"""Predict with a trained checkpoint: top-k classes (or a mask) per image in predictions.csv, and a figure per image.
 
     python src/predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=photo.jpg
-    python src/predict.py ckpt_path=... input=folder/ output_dir=out/ top_k=3
+    python src/predict.py ckpt_path=... input=folder/ output_dir=out/ top_k=3 figures=false
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from visionbench.predict import predict
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.output_dir) if cfg.output_dir else None
-    report_errors(lambda: predict(Path(cfg.ckpt_path), Path(cfg.input), output_dir, cfg.top_k, cfg.device))
+    report_errors(
+        lambda: predict(Path(cfg.ckpt_path), Path(cfg.input), output_dir, cfg.top_k, cfg.device, cfg.batch_size, cfg.figures)
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import EXCLUDED, SplitSpec, build_split
 from visionbench.data.voc import VOC_DIR
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
-from visionbench.run import check_resume, evaluate, load_checkpoint, train
+from visionbench.checkpoint import load_checkpoint
+from visionbench.run import check_resume, evaluate, train
 
 
 def _paragraph(stderr: str) -> str:
@@ -140,7 +141,7 @@ def test_the_config_checks_accept_the_shipped_configs(compose_cfg) -> None:
 def test_user_errors_raised_inside_instantiate_are_reported_unwrapped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "weights.pth"
     with pytest.raises(SystemExit):
-        report_errors(lambda: instantiate({"_target_": "visionbench.run.load_checkpoint", "path": str(missing)}))
+        report_errors(lambda: instantiate({"_target_": "visionbench.checkpoint.load_checkpoint", "path": str(missing)}))
     assert capsys.readouterr().err.strip() == f"error: Checkpoint '{missing}' does not exist. " + (
         "Pass ckpt_path=<run folder>/checkpoints/last.ckpt (or an epoch_*.ckpt) of a finished training run."
     )

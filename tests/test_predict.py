@@ -1,8 +1,10 @@
-"""predict.py: a checkpoint alone rebuilds the network; images of any mode and size are predicted,
-non-images are reported and counted, and the preprocessing is the evaluation transform."""
+"""predict.py: a checkpoint alone rebuilds the network; images of any mode and size are predicted
+in batches into predictions.csv under names that never collide, non-images are listed and counted
+(none readable is an error), and the preprocessing is the evaluation transform."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 from visionbench.data.images import load_rgb
 from visionbench.data.simpsons import SimpsonsDataModule
+from visionbench.cli import report_errors
 from visionbench.errors import ConfigError
 from visionbench.predict import default_output_dir, load_predictor, predict
 
@@ -26,11 +29,13 @@ def checkpoint(multirun: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """RGB JPEG, odd-sized grayscale PNG, RGBA and CMYK in a subfolder, a text file and a hidden file."""
+    """RGB JPEG and a PNG of the same stem, odd-sized grayscale PNG, RGBA and CMYK in a subfolder,
+    a text file and a hidden file."""
     root = tmp_path_factory.mktemp("images")
     (root / "sub").mkdir()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(root / "photo.jpg")
+    Image.fromarray(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)).save(root / "photo.png")
     Image.fromarray(rng.integers(0, 256, (33, 77), dtype=np.uint8)).save(root / "gray.png")
     Image.new("RGBA", (64, 40), (255, 0, 0, 128)).save(root / "sub" / "alpha.png")
     Image.new("CMYK", (50, 50), (255, 0, 0, 0)).save(root / "sub" / "print.jpg")
@@ -39,25 +44,56 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_cli_predicts_a_folder_of_mixed_modes_and_reports_the_non_image(checkpoint: Path, images: Path, tmp_path: Path) -> None:
-    out = run_cli("src/predict.py", f"ckpt_path={checkpoint}", f"input={images}", f"output_dir={tmp_path}", "top_k=3").stdout
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_predicts_a_folder_in_batches_into_a_csv_and_lists_the_non_image(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    """photo.jpg and photo.png both keep their figure; batches of 2 cross the skipped file; stdout is a summary."""
+    out = run_cli("src/predict.py", f"ckpt_path={checkpoint}", f"input={images}", f"output_dir={tmp_path}", "top_k=3", "batch_size=2").stdout
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == [
-        "gray.png", "photo.png", "sub/alpha.png", "sub/print.png"
+        "gray.png.png", "photo.jpg.png", "photo.png.png", "sub/alpha.png.png", "sub/print.jpg.png"
     ]
-    assert f"{images / 'notes.txt'}: skipped, not an image" in out and ".DS_Store" not in out
-    assert "4 image(s) predicted, 1 file(s) skipped" in out
-    assert out.count("  3. ") == 4 and "  4. " not in out  # top-3 per image
+    rows = read_csv(tmp_path / "predictions.csv")
+    assert [r["path"] for r in rows] == ["gray.png", "photo.jpg", "photo.png", "sub/alpha.png", "sub/print.jpg"]
+    assert list(rows[0]) == ["path", "predicted", "probability", "class_2", "probability_2", "class_3", "probability_3"]
+    assert all(1 >= float(r["probability"]) >= float(r["probability_2"]) >= float(r["probability_3"]) for r in rows)
+    assert out.splitlines() == [
+        f"{images / 'notes.txt'}: skipped, not an image (unrecognised format)",
+        f"5 image(s) predicted, 1 file(s) skipped (not readable as images, listed above). Per-image results: "
+        f"{tmp_path / 'predictions.csv'}; figures in {tmp_path}",
+    ]
 
 
-def test_predict_one_image_writes_its_figure_into_the_run_folder(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+def test_predict_one_image_prints_its_ranking_and_writes_into_the_run_folder(checkpoint: Path, images: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(checkpoint.parent.parent, run, ignore=shutil.ignore_patterns("tensorboard"))
     lines: list[str] = []
     result = predict(run / "checkpoints" / "last.ckpt", images / "photo.jpg", top_k=2, echo=lines.append)
     assert result.predicted == [images / "photo.jpg"] and not result.skipped
-    assert (run / "predictions" / "photo.png").stat().st_size > 0
+    assert (run / "predictions" / "photo.jpg.png").stat().st_size > 0
+    assert read_csv(run / "predictions" / "predictions.csv")[0]["path"] == "photo.jpg"
     assert default_output_dir(Path("r/checkpoints/last.ckpt")) == Path("r/predictions")
-    assert lines[0].count("\n") == 2  # path line + top-2
+    assert lines[0].count("\n") == 2 and len(lines) == 2  # path line + top-2, then the summary
+
+
+def test_no_readable_image_is_an_error_naming_the_files_and_writes_nothing(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # fmt: skip
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        report_errors(lambda: predict(checkpoint, tmp_path / "in" / "empty.jpg", tmp_path / "out", echo=lambda _: None))
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert f"None of the 1 file(s) of input='{tmp_path / 'in' / 'empty.jpg'}'" in error and "(zero-byte file)" in error
+    assert "Traceback" not in error and not (tmp_path / "out").exists()
+
+
+def test_figures_false_writes_only_the_csv(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    result = predict(checkpoint, images, tmp_path, batch_size=3, figures=False, echo=lambda _: None)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["predictions.csv"] and len(result.rows) == 5
 
 
 def test_predict_preprocessing_equals_the_validation_dataset(checkpoint: Path) -> None:
@@ -70,7 +106,7 @@ def test_predict_preprocessing_equals_the_validation_dataset(checkpoint: Path) -
     with torch.no_grad():
         expected = predictor.net(x.unsqueeze(0)).softmax(1)[0].numpy()
     assert predictor.class_names == data.class_names
-    np.testing.assert_allclose(predictor.classify(load_rgb(val.root / val.entries[0].path)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predictor.classify([load_rgb(val.root / val.entries[0].path)])[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_class_names_stored_in_the_checkpoint_are_used(checkpoint: Path, tmp_path: Path) -> None:
@@ -115,8 +151,15 @@ def test_segmentation_checkpoint_writes_a_palette_mask_and_an_overlay(images: Pa
     torch.save(checkpoint, tmp_path / "seg.ckpt")
     out = tmp_path / "out"
     predict(tmp_path / "seg.ckpt", images / "sub", out, echo=lambda _: None)
-    mask = Image.open(out / "alpha_mask.png")
+    mask = Image.open(out / "alpha.png.mask.png")
     assert mask.mode == "P" and mask.size == (64, 40)
     assert np.unique(np.asarray(mask)).tolist() == [1]  # pure red everywhere
-    assert Image.open(out / "alpha_overlay.png").size == (64, 40)
-    assert np.unique(np.asarray(Image.open(out / "print_mask.png"))).tolist() == [0]  # CMYK cyan: no red
+    assert Image.open(out / "alpha.png.overlay.png").size == (64, 40)
+    assert np.unique(np.asarray(Image.open(out / "print.jpg.mask.png"))).tolist() == [0]  # CMYK cyan: no red
+    assert read_csv(out / "predictions.csv") == [
+        {"path": "alpha.png", "mask": "alpha.png.mask.png", "fraction_background": "0.0", "fraction_red": "1.0"},
+        {"path": "print.jpg", "mask": "print.jpg.mask.png", "fraction_background": "1.0", "fraction_red": "0.0"},
+    ]
+    lines: list[str] = []
+    predict(tmp_path / "seg.ckpt", images / "sub" / "alpha.png", tmp_path / "one", echo=lines.append)
+    assert lines[0].splitlines()[1:] == [f"  {'red':<20} 100.0% of pixels"]  # classes absent from the mask are not listed

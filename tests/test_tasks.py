@@ -1,7 +1,8 @@
-"""ClassificationTask: the auxiliary heads' weighted loss counts in training only."""
+"""ClassificationTask: the auxiliary heads' weighted loss counts in training only; compiling is announced."""
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import pytest
@@ -28,3 +29,10 @@ def test_inception_training_loss_adds_the_aux_heads_weighted_0_3_and_eval_sees_n
     assert loss.item() > F.cross_entropy(logits, y).item()
     task.eval()
     assert isinstance(task(x), torch.Tensor)  # no auxiliary outputs outside training
+
+
+def test_compile_says_that_the_first_steps_will_be_slow(caplog: pytest.LogCaptureFixture) -> None:
+    task = ClassificationTask(torch.nn.Linear(4, 2), num_classes=2, optimizer=partial(torch.optim.SGD, lr=0.1), compile=True)
+    with caplog.at_level(logging.INFO, logger="visionbench.tasks.base"):
+        task.configure_model()
+    assert "compile=true: the first training and evaluation steps compile the network" in caplog.text

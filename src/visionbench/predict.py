@@ -2,13 +2,17 @@
 
 The network is rebuilt from the run config saved in the checkpoint, and every image goes
 through the exact evaluation preprocessing of its task, so a prediction here equals what the
-test metrics measured. Files that do not decode as images are reported and skipped.
+test metrics measured. Images are predicted in batches; each gets a row of predictions.csv and
+(optionally) a figure. Files that do not decode as images are listed and skipped; a run where
+none decodes is an error.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +21,24 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
 from visionbench.callbacks.figures import Prediction, predictions_figure
+from visionbench.checkpoint import load_checkpoint
 from visionbench.colormap import overlay, palette_image
+from visionbench.data.atomic import atomic_path
 from visionbench.data.images import load_rgb, unreadable_reason
 from visionbench.data.seg_transforms import eval_transform, pad_collate
 from visionbench.data.transforms import classification_transform
-from visionbench.errors import ConfigError, DataNotFoundError
+from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 from visionbench.tasks.segmentation import sliding_window_logits, window_stride
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
 class Predictor:
-    """A network in eval mode plus what it needs to turn a PIL image into a prediction."""
+    """A network in eval mode plus what it needs to turn PIL images into predictions."""
 
     net: nn.Module
     kind: str
@@ -40,19 +46,32 @@ class Predictor:
     task: dict[str, Any]
     device: torch.device
 
-    def classify(self, image: Image.Image) -> np.ndarray:
-        """Class probabilities after ``classification_transform(image_size, None)``, the eval transform."""
-        x = classification_transform(self.task["data"]["image_size"], None)(image).unsqueeze(0)
+    def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """``(N, classes)`` probabilities after ``classification_transform(image_size, None)``, the eval transform."""
+        transform = classification_transform(self.task["data"]["image_size"], None)
+        x = torch.stack([transform(image) for image in images])
         with torch.no_grad():
-            return self.net(x.to(self.device)).softmax(dim=1)[0].float().cpu().numpy()
+            return self.net(x.to(self.device)).softmax(dim=1).float().cpu().numpy()
 
-    def segment(self, image: Image.Image) -> np.ndarray:
-        """Class-index mask, through the validation path: eval transform, padding, whole or sliding window."""
-        x, mask = eval_transform()(image, np.zeros((image.height, image.width), dtype=np.uint8))
-        batch, _ = pad_collate([(x, mask)], self.task["data"].get("size_divisor", 32))
-        with torch.no_grad():
-            logits = self._segmentation_logits(batch.to(self.device))
-        return logits[0, :, : image.height, : image.width].argmax(dim=0).byte().cpu().numpy()
+    def segment(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Class-index masks, through the validation path: eval transform, padding, whole or sliding window.
+
+        Only images of the same padded size share a forward pass, so each is padded exactly as
+        when predicted alone and its mask does not depend on the other images of the folder.
+        """
+        divisor = self.task["data"].get("size_divisor", 32)
+        samples = [eval_transform()(image, np.zeros((image.height, image.width), dtype=np.uint8)) for image in images]
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, image in enumerate(images):
+            groups[(math.ceil(image.height / divisor), math.ceil(image.width / divisor))].append(i)
+        masks: dict[int, np.ndarray] = {}
+        for indices in groups.values():
+            batch, _ = pad_collate([samples[i] for i in indices], divisor)
+            with torch.no_grad():
+                logits = self._segmentation_logits(batch.to(self.device))
+            for row, i in enumerate(indices):
+                masks[i] = logits[row, :, : images[i].height, : images[i].width].argmax(dim=0).byte().cpu().numpy()
+        return [masks[i] for i in range(len(images))]
 
     def _segmentation_logits(self, x: Tensor) -> Tensor:
         module = self.task["module"]
@@ -72,15 +91,8 @@ def _class_names(checkpoint: dict[str, Any], config: dict[str, Any]) -> list[str
 
 def load_predictor(ckpt_path: Path, device: str = "cpu") -> Predictor:
     """Rebuild the network of a visionbench checkpoint (``weights_only``: no code runs while loading)."""
-    if not ckpt_path.is_file():
-        raise DataNotFoundError(f"Checkpoint '{ckpt_path}' does not exist. Pass ckpt_path=<run>/checkpoints/last.ckpt (or epoch_XXX.ckpt).")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    config = checkpoint.get("visionbench_config")
-    if not config:
-        raise ConfigError(
-            f"'{ckpt_path}' holds no 'visionbench_config', so the network cannot be rebuilt. Use a checkpoint "
-            "written by src/train.py (its run folder's checkpoints/)."
-        )
+    checkpoint = load_checkpoint(ckpt_path)
+    config = checkpoint["visionbench_config"]
     names = _class_names(checkpoint, config)
     net: nn.Module = instantiate(config["model"]["net"], num_classes=len(names))
     state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
@@ -92,9 +104,12 @@ def input_files(path: Path) -> list[Path]:
     """The file itself, or every non-hidden file under the folder, sorted."""
     if path.is_file():
         return [path]
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    raise DataNotFoundError(f"input='{path}' does not exist. Pass an image file or a folder of images.")
+    if not path.is_dir():
+        raise DataNotFoundError(f"input='{path}' does not exist. Pass an image file or a folder of images.")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not files:
+        raise DataNotFoundError(f"input='{path}' holds no files (hidden ones are ignored). Pass an image file or a folder of images.")
+    return files
 
 
 def default_output_dir(ckpt_path: Path) -> Path:
@@ -103,54 +118,123 @@ def default_output_dir(ckpt_path: Path) -> Path:
     return run_dir / "predictions"
 
 
+Row = dict[str, str | float]
+
+
 @dataclass
 class PredictResult:
+    """What was predicted and skipped, for callers and tests that do not parse stdout."""
+
+    csv_path: Path
     predicted: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why it is not an image)
+    rows: list[Row] = field(default_factory=list)  # one per predicted image, as written to ``csv_path``
 
 
-def _write_classification(predictor: Predictor, image: Image.Image, name: str, out: Path, top_k: int) -> str:
-    probs = predictor.classify(image)
-    order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
-    figure = predictions_figure([Prediction(np.asarray(image), probs, None, name)], predictor.class_names, top_k)
-    figure.savefig(out.with_suffix(".png"))
-    return "\n".join(f"  {rank}. {predictor.class_names[i]:<20} {probs[i]:.4f}" for rank, i in enumerate(order, 1))
+def _classification_rows(
+    predictor: Predictor, images: list[Image.Image], names: list[str], output_dir: Path, top_k: int, figures: bool
+) -> list[Row]:
+    """``path, predicted, probability, class_2, probability_2, ...`` up to ``top_k``; ``<name>.png`` figures."""
+    rows = []
+    for image, name, probs in zip(images, names, predictor.classify(images)):
+        order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
+        row: Row = {"path": name, "predicted": predictor.class_names[order[0]], "probability": round(float(probs[order[0]]), 6)}
+        for rank, i in enumerate(order[1:], 2):
+            row |= {f"class_{rank}": predictor.class_names[i], f"probability_{rank}": round(float(probs[i]), 6)}
+        rows.append(row)
+        if figures:
+            out = output_dir / f"{name}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            predictions_figure([Prediction(np.asarray(image), probs, None, name)], predictor.class_names, top_k).savefig(out)
+    return rows
 
 
-def _write_segmentation(predictor: Predictor, image: Image.Image, out: Path, top_k: int) -> str:
-    mask = predictor.segment(image)
-    palette_image(mask).save(out.with_name(out.stem + "_mask.png"))
-    Image.fromarray(overlay(np.asarray(image), mask)).save(out.with_name(out.stem + "_overlay.png"))
-    counts = np.bincount(mask.ravel(), minlength=len(predictor.class_names))
-    order = np.argsort(-counts, kind="stable")[: min(top_k, int((counts > 0).sum()))]
-    return "\n".join(f"  {predictor.class_names[i]:<20} {counts[i] / mask.size:6.1%} of pixels" for i in order)
+def _segmentation_rows(predictor: Predictor, images: list[Image.Image], names: list[str], output_dir: Path, figures: bool) -> list[Row]:
+    """``path, mask, fraction_<class>...`` (share of the image's pixels); ``<name>.mask.png`` (VOC palette) and,
+    as its figure, ``<name>.overlay.png``."""
+    rows = []
+    for image, name, mask in zip(images, names, predictor.segment(images)):
+        (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        palette_image(mask).save(output_dir / f"{name}.mask.png")
+        if figures:
+            Image.fromarray(overlay(np.asarray(image), mask)).save(output_dir / f"{name}.overlay.png")
+        counts = np.bincount(mask.ravel(), minlength=len(predictor.class_names))
+        fractions = {f"fraction_{c}": round(float(n / mask.size), 6) for c, n in zip(predictor.class_names, counts)}
+        rows.append({"path": name, "mask": f"{name}.mask.png", **fractions})
+    return rows
+
+
+def _describe(row: Row, top_k: int) -> str:
+    """The ranked lines printed for a single input image (a folder gets only the summary)."""
+    if "mask" in row:
+        fractions = sorted(((v, k.removeprefix("fraction_")) for k, v in row.items() if k.startswith("fraction_") and v), reverse=True)
+        return "\n".join(f"  {name:<20} {float(v):6.1%} of pixels" for v, name in fractions[:top_k])
+    values = list(row.values())[1:]  # predicted, probability, class_2, probability_2, ...
+    return "\n".join(f"  {rank}. {name:<20} {float(p):.4f}" for rank, (name, p) in enumerate(zip(values[::2], values[1::2]), 1))
+
+
+def _progress() -> Progress:
+    """On stderr, so that stdout holds only the summary (and can be piped)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=Console(stderr=True))
+
+
+def _listed(skipped: list[tuple[Path, str]], limit: int = 5) -> str:
+    more = f" and {len(skipped) - limit} more (listed above)" if len(skipped) > limit else ""
+    return "; ".join(f"{path} ({why})" for path, why in skipped[:limit]) + more
 
 
 def predict(
     ckpt_path: Path, input_path: Path, output_dir: Path | None = None, top_k: int = 5, device: str = "cpu",
-    echo: Callable[[str], None] = print,
+    batch_size: int = 16, figures: bool = True, echo: Callable[[str], None] = print,
 ) -> PredictResult:  # fmt: skip
-    """Print the top-k classes (or the largest predicted classes of a mask) per image and write its figures."""
+    """Predict every image of ``input_path`` in batches of ``batch_size`` and write one row per image
+    to ``<output_dir>/predictions.csv`` (plus masks and, if ``figures``, a figure per image).
+
+    Output names keep the input's extension (``a.jpg.png``, ``a.png.png``) so that ``a.jpg`` and
+    ``a.png`` of one folder never overwrite each other. stdout gets the skipped files and a summary
+    (and the ranking when ``input_path`` is one file); if no file is an image, nothing is written
+    and a ``CorruptDataError`` says which files failed.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: pass a positive number of images per forward pass (default 16).")
+    files = input_files(input_path)
     predictor = load_predictor(ckpt_path, device)
     output_dir = output_dir or default_output_dir(ckpt_path)
-    result = PredictResult()
-    for path in input_files(input_path):
-        try:
-            image = load_rgb(path)
-        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for non-images and broken files
-            reason = unreadable_reason(path) or str(err)
-            echo(f"{path}: skipped, {reason}")
-            result.skipped.append((path, reason))
-            continue
-        relative = path.relative_to(input_path) if input_path.is_dir() else Path(path.name)
-        out = output_dir / relative
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if predictor.kind == "segmentation":
-            lines = _write_segmentation(predictor, image, out, top_k)
-        else:
-            lines = _write_classification(predictor, image, str(relative), out, top_k)
-        echo(f"{path}:\n{lines}")
-        result.predicted.append(path)
-    skipped = f", {len(result.skipped)} file(s) skipped (not readable as images)" if result.skipped else ""
-    echo(f"{len(result.predicted)} image(s) predicted{skipped}. Figures in {output_dir}")
+    result = PredictResult(output_dir / "predictions.csv")
+    with _progress() as bar:
+        task = bar.add_task("predicting", total=len(files))
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            images, paths = [], []
+            for path in chunk:
+                try:
+                    images.append(load_rgb(path))
+                    paths.append(path)
+                except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for non-images and broken files
+                    result.skipped.append((path, unreadable_reason(path) or str(err)))
+            names = [(p.relative_to(input_path) if input_path.is_dir() else Path(p.name)).as_posix() for p in paths]
+            if images and predictor.kind == "segmentation":
+                result.rows += _segmentation_rows(predictor, images, names, output_dir, figures)
+            elif images:
+                result.rows += _classification_rows(predictor, images, names, output_dir, top_k, figures)
+            result.predicted += paths
+            bar.advance(task, len(chunk))
+    for path, why in result.skipped:
+        echo(f"{path}: skipped, {why}")
+    if not result.predicted:
+        raise CorruptDataError(
+            f"None of the {len(result.skipped)} file(s) of input='{input_path}' could be read as an image: "
+            f"{_listed(result.skipped)}. Pass an image (JPEG, PNG, ...) or a folder that holds some; replace or "
+            "re-export broken files."
+        )
+    with atomic_path(result.csv_path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(result.rows[0]))
+        writer.writeheader()
+        writer.writerows(result.rows)
+    if input_path.is_file():
+        echo(f"{input_path}:\n{_describe(result.rows[0], top_k)}")
+    skipped = f", {len(result.skipped)} file(s) skipped (not readable as images, listed above)" if result.skipped else ""
+    where = f"{result.csv_path}" + (f"; figures in {output_dir}" if figures else "")
+    echo(f"{len(result.predicted)} image(s) predicted{skipped}. Per-image results: {where}")
     return result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from visionbench.checkpoint import load_checkpoint
 from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.atomic import write_text_atomic
 from visionbench.data.base import VisionDataModule
-from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
+from visionbench.errors import ConfigError
 from visionbench.tasks.base import VisionTask
 
 log = logging.getLogger(__name__)
@@ -196,30 +196,6 @@ def optimized_value(metrics: dict[str, float], key: str | None) -> float | None:
             "optimized_metric to one of them, e.g. val/acc_best (classification) or val/miou_best (segmentation)."
         )
     return metrics[key]
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a visionbench checkpoint with ``weights_only=True`` (no pickled code is executed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(
-            f"Checkpoint '{path}' does not exist. Pass ckpt_path=<run folder>/checkpoints/last.ckpt "
-            "(or an epoch_*.ckpt) of a finished training run."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise CorruptDataError(
-            f"'{path}' is not a readable checkpoint ({str(err).splitlines()[0][:200]}): it is truncated (a "
-            "copy or a run that was killed mid-write) or not a PyTorch checkpoint. Use another epoch_*.ckpt or "
-            "last.ckpt from the run's checkpoints/ folder."
-        ) from None
-    if not isinstance(checkpoint, dict) or "visionbench_config" not in checkpoint:
-        raise ConfigError(
-            f"'{path}' has no visionbench run config: it was not written by src/train.py, so the network "
-            "cannot be rebuilt from it. Use a checkpoint from a visionbench run folder."
-        )
-    return checkpoint
 
 
 def rebased_data_root(root: str, trained_data_dir: str, data_dir: str) -> str:

@@ -3,6 +3,7 @@ the monitored metric, the run config stored in each checkpoint, and a clear stop
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from visionbench.models.base import AuxOutput
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(VisionbenchError):
@@ -63,6 +65,7 @@ class VisionTask(L.LightningModule):
     def configure_model(self) -> None:
         if self.compile_net:
             self.net.compile()  # in place, so state_dict keys stay those of the plain network
+            log.info("compile=true: the first training and evaluation steps compile the network (about a minute each on a CPU)")
 
     def forward(self, x: Tensor) -> Any:
         # Cached pipelines yield uint8 images, normalised by their DataModule's on_after_batch_transfer;
