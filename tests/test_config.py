@@ -73,3 +73,9 @@ def test_summary_command_prints_the_table_and_writes_no_run_folder(tmp_path: Pat
     result = run_cli("src/summary.py", "model=resnet_small", "task=simpsons", env={"VISIONBENCH_LOG_DIR": str(tmp_path / "logs")})
     assert "Total params: 1,157,011" in result.stdout  # trainable; Keras adds the 256 BN statistics
     assert not (tmp_path / "logs").exists() and not (REPO / "summary.log").exists()
+
+
+def test_training_the_built_in_data_at_another_size_resizes_it_instead_of_regenerating_it(compose_cfg) -> None:
+    default, larger = compose_cfg(["task=shapes"]), compose_cfg(["task=shapes", "task.data.image_size=64"])
+    assert larger.task.data.generator == default.task.data.generator  # the files (and their recipe) stay
+    assert larger.task.data.image_size == 64

@@ -14,13 +14,24 @@ import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 
+EVAL_ORDER_SEED = 0
+
+
 class EvalShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...``: disjoint across ranks, together exactly ``range(n)``."""
+    """Every rank's shard (positions ``rank, rank + world, ...``) of one fixed shuffled order:
+    disjoint across ranks, together exactly ``range(n)``.
+
+    Splits are stored class by class, so in storage order ``limit_val_batches`` or
+    ``limit_test_batches`` (``debug=limit``, quick sweeps) would score the first class or two
+    alone. The order is shuffled once with a constant seed instead: a limited evaluation samples
+    every class, and every run and ``eval.py`` evaluate the same subset.
+    """
 
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        self.indices = range(rank, num_samples, world_size)
+        order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(EVAL_ORDER_SEED))
+        self.indices = order[rank::world_size].tolist()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
