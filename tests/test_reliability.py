@@ -114,6 +114,7 @@ def test_a_diverging_job_fails_alone_and_the_sweep_lists_it(tmp_path: Path) -> N
     failed = (sweep / "failed_jobs.txt").read_text().splitlines()
     assert len(failed) == 1 and failed[0].startswith("job 0 [") and "gamma=1e+30" in failed[0]
     assert "NonFiniteLossError: The training loss became nan at epoch 1" in failed[0]
+    assert result.stderr.rstrip().endswith(f"1 job(s) of this sweep failed; the others ran to the end. Each failure is listed in {sweep / 'failed_jobs.txt'}")
 
 
 def test_non_finite_weights_are_refused_before_a_checkpoint_is_written() -> None:

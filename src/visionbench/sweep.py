@@ -8,7 +8,9 @@ without reading every job's log; it is written as each job ends, so it survives 
 
 from __future__ import annotations
 
+import atexit
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ FAILED_JOBS = "failed_jobs.txt"
 
 
 class FailedJobs(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """The sweep's last words, even after Hydra re-raised the first failure with its traceback."""
+        atexit.register(summarize_failures, Path(config.hydra.sweep.dir) / FAILED_JOBS)
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return
@@ -35,3 +41,9 @@ class FailedJobs(Callback):
         with path.open("a") as listing:
             listing.write(" ".join(line.split()) + "\n")
         log.error("Job %s failed; the sweep goes on. Failed jobs so far are listed in %s", config.hydra.job.num, path)
+
+
+def summarize_failures(path: Path) -> None:
+    """Count the failed jobs from the listing itself, which every launcher's jobs append to."""
+    if path.is_file() and (failed := len(path.read_text().splitlines())):
+        print(f"\n{failed} job(s) of this sweep failed; the others ran to the end. Each failure is listed in {path}", file=sys.stderr)
