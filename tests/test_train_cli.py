@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import TINY, run_cli
+from omegaconf import OmegaConf
+
+from visionbench.run import eval_task
 
 CLASSIFIERS = ["cnn", "resnet_small", "resnet50", "vgg19", "inception_v1"]
 
@@ -65,6 +68,16 @@ def test_eval_without_task_reads_the_checkpoints_split_under_this_machines_data_
             env={"VISIONBENCH_DATA_DIR": str(moved)})  # fmt: skip
     assert (moved / "shapes" / ".cache").is_dir()  # the test split was read (and cached) from there
     assert "test/acc" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+
+
+def test_eval_task_is_the_checkpoints_own_with_plus_task_settings_over_it_or_the_one_given(compose_cfg) -> None:
+    trained = OmegaConf.create({"name": "shapes", "data": {"root": "/old/data/shapes", "batch_size": 32, "split": {"seed": 7}}})
+    loader = compose_cfg(["ckpt_path=x.ckpt", "+task.data.batch_size=3"], config_name="eval").task
+    task = eval_task(trained, "/old/data", loader, "/new/data")
+    assert (task.data.root, task.data.batch_size, task.data.split.seed) == ("/new/data/shapes", 3, 7)
+    assert eval_task(trained, "/old/data", None, "/new/data").data.batch_size == 32
+    given = compose_cfg(["ckpt_path=x.ckpt", "task=shapes_seg"], config_name="eval").task
+    assert eval_task(trained, "/old/data", given, "/new/data") == given
 
 
 def test_eval_needs_an_existing_checkpoint(tmp_path: Path) -> None:

@@ -198,29 +198,33 @@ def optimized_value(metrics: dict[str, float], key: str | None) -> float | None:
     return metrics[key]
 
 
-def rebased_data_root(root: str, trained_data_dir: str, data_dir: str) -> str:
-    """The checkpoint's data root, moved from the training run's ``paths.data_dir`` to this run's,
-    so a checkpoint evaluates with its own split settings on another machine or after the data
-    moved (``VISIONBENCH_DATA_DIR``/``paths.data_dir``). A root set outside the data dir stays."""
-    if not Path(root).is_relative_to(trained_data_dir):
-        return root
-    return str(Path(data_dir) / Path(root).relative_to(trained_data_dir))
+def eval_task(trained: DictConfig, trained_data_dir: str, given: DictConfig | None, data_dir: str) -> DictConfig:
+    """The task a checkpoint is evaluated on.
+
+    ``task=<name>`` on the command line is another task config, used as given. Otherwise it is
+    the checkpoint's own task (its split settings included) with its data root moved from the
+    training run's ``paths.data_dir`` to this run's, so a checkpoint evaluates on another machine
+    or after the data moved (a root set outside the data dir stays), and with any
+    ``+task.data.num_workers=...``-style settings merged over it.
+    """
+    if given is not None and "name" in given:
+        return given
+    task = trained.copy()
+    if Path(task.data.root).is_relative_to(trained_data_dir):
+        task.data.root = str(Path(data_dir) / Path(task.data.root).relative_to(trained_data_dir))
+    return OmegaConf.merge(task, given) if given is not None else task
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test (or validate) a checkpoint. The network comes from the checkpoint's own config; the
-    task comes from the command line when given (``task=...``), else from the checkpoint too,
-    with its data found under this run's ``paths.data_dir``."""
+    """Test (or validate) a checkpoint. The network comes from the checkpoint's own config, the
+    task from ``eval_task``."""
     log_lightning_once()
     check_numeric_knobs(cfg)
     if cfg.split not in ("test", "val"):
         raise ConfigError(f"split={cfg.split} is not a split eval.py evaluates: use split=test (default) or split=val.")
     checkpoint = load_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(checkpoint["visionbench_config"])
-    if cfg.get("task") is not None:
-        run_cfg.task = cfg.task
-    else:
-        run_cfg.task.data.root = rebased_data_root(run_cfg.task.data.root, run_cfg.paths.data_dir, cfg.paths.data_dir)
+    run_cfg.task = eval_task(run_cfg.task, run_cfg.paths.data_dir, cfg.get("task"), cfg.paths.data_dir)
     run_cfg.trainer = cfg.trainer
     run_cfg.logger = cfg.get("logger")
     run_cfg.callbacks = None
