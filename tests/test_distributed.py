@@ -61,8 +61,9 @@ def test_segmentation_confusion_matrix_metrics_are_identical_on_one_and_two_proc
 
 def test_training_with_ddp_cpu_writes_one_run_folder_from_rank_zero(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_cli("src/train.py", *SHAPES, "model=cnn", "trainer=ddp_cpu", *TINY, f"hydra.run.dir={run_dir}")
+    result = run_cli("src/train.py", *SHAPES, "model=cnn", "trainer=ddp_cpu", *TINY, f"hydra.run.dir={run_dir}")
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.json").is_file()
+    assert (result.stdout + result.stderr).count(f"TensorBoard: tensorboard --logdir {run_dir}") == 1  # rank 0 alone
     event_files = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     writer_pids = {f.name.split(".")[-2] for f in event_files}  # events.out.tfevents.<time>.<host>.<pid>.<n>
     assert event_files and len(writer_pids) == 1  # one process (rank 0) writes; fit and test share the run

@@ -19,7 +19,7 @@ from visionbench.data.images import load_rgb
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.cli import report_errors
 from visionbench.errors import ConfigError
-from visionbench.predict import default_output_dir, load_predictor, predict
+from visionbench.predict import default_output_dir, input_files, load_predictor, predict
 
 
 @pytest.fixture(scope="session")
@@ -163,3 +163,12 @@ def test_segmentation_checkpoint_writes_a_palette_mask_and_an_overlay(images: Pa
     lines: list[str] = []
     predict(tmp_path / "seg.ckpt", images / "sub" / "alpha.png", tmp_path / "one", echo=lines.append)
     assert lines[0].splitlines()[1:] == [f"  {'red':<20} 100.0% of pixels"]  # classes absent from the mask are not listed
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back_as_input(images: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(images, folder)
+    (folder / "predictions").mkdir()
+    shutil.copy(folder / "photo.jpg", folder / "predictions" / "photo.jpg.png")  # an earlier run's figure
+    assert folder / "predictions" / "photo.jpg.png" not in input_files(folder, folder / "predictions")
+    assert folder / "sub" / "alpha.png" in input_files(folder, folder / "predictions")

@@ -25,6 +25,7 @@ def test_every_classification_network_trains_a_fast_dev_run_through_train_py(tmp
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"train/loss", "val/acc", "test/acc", "params"} <= set(metrics)
     assert (result.stdout + result.stderr).count("GPU available:") == 1  # Lightning's lines are printed once
+    assert "tensorboard --logdir" not in result.stdout + result.stderr  # fast_dev_run writes no events
 
 
 def test_a_run_folder_holds_config_events_checkpoints_and_metrics(multirun: Path) -> None:

@@ -100,13 +100,19 @@ def load_predictor(ckpt_path: Path, device: str = "cpu") -> Predictor:
     return Predictor(net.eval().to(device), config["task"]["kind"], names, config["task"], torch.device(device))
 
 
-def input_files(path: Path) -> list[Path]:
-    """The file itself, or every non-hidden file under the folder, sorted."""
+def input_files(path: Path, output_dir: Path | None = None) -> list[Path]:
+    """The file itself, or every non-hidden file under the folder, sorted; files under
+    ``output_dir`` (an earlier run's figures, when it lies inside the input folder) are outputs, not inputs."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise DataNotFoundError(f"input='{path}' does not exist. Pass an image file or a folder of images.")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    outputs = output_dir.resolve() if output_dir is not None else None
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and not (outputs is not None and p.resolve().is_relative_to(outputs))
+    )  # fmt: skip
     if not files:
         raise DataNotFoundError(f"input='{path}' holds no files (hidden ones are ignored). Pass an image file or a folder of images.")
     return files
@@ -198,9 +204,9 @@ def predict(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: pass a positive number of images per forward pass (default 16).")
-    files = input_files(input_path)
-    predictor = load_predictor(ckpt_path, device)
     output_dir = output_dir or default_output_dir(ckpt_path)
+    files = input_files(input_path, output_dir)
+    predictor = load_predictor(ckpt_path, device)
     result = PredictResult(output_dir / "predictions.csv")
     with _progress() as bar:
         task = bar.add_task("predicting", total=len(files))

@@ -181,7 +181,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics["epochs"] = trainer.current_epoch
     if trainer.is_global_zero:
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-        log.info("Run folder: %s\nTensorBoard: tensorboard --logdir %s", out_dir, out_dir)
+        log.info("Run folder: %s", out_dir)
+        if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers) and not trainer.fast_dev_run:
+            log.info("TensorBoard: tensorboard --logdir %s", out_dir)  # fast_dev_run (debug=fdr) logs nothing
     return metrics
 
 
