@@ -191,3 +191,11 @@ def test_resuming_into_a_new_run_folder_asks_for_the_checkpoints_folder(compose_
 def test_resuming_from_a_missing_checkpoint_is_named(compose_cfg, tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="missing.ckpt' does not exist"):
         check_resume(compose_cfg(["task=shapes", "model=cnn", f"ckpt_path={tmp_path / 'missing.ckpt'}"]))
+
+
+def test_a_misspelt_added_key_names_the_setting_it_resembles(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = OmegaConf.create({"trainer": {"_target_": "lightning.pytorch.Trainer", "max_epoch": 1}})  # from +trainer.max_epoch=1
+    with pytest.raises(SystemExit):
+        report_errors(lambda: instantiate(cfg))
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: trainer.max_epoch is not a setting of lightning.pytorch") and "Did you mean trainer.max_epochs?" in error

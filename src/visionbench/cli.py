@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -68,10 +71,32 @@ def user_error(err: BaseException) -> VisionbenchError | None:
 
     if isinstance(err, InstantiationException) and isinstance(err.__cause__, VisionbenchError):
         return err.__cause__
+    if isinstance(err, InstantiationException) and (unknown := unknown_argument(err)) is not None:
+        return unknown
     if isinstance(err, MissingMandatoryValue):
         key = err.full_key or "a required value"
         return ConfigError(f"{key} has no value and this command needs one: add {key}=... to the command line.")
     return err if isinstance(err, VisionbenchError) else None
+
+
+def unknown_argument(err: BaseException) -> ConfigError | None:
+    """``+trainer.max_epoch=1`` (Hydra's own advice for a key the config lacks) reaches the class as
+    an unexpected keyword: name the config key and the closest argument the class takes."""
+    from hydra.utils import get_object
+
+    argument = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__))
+    target = re.search(r"target '([\w.]+)'", str(err))
+    if argument is None or target is None:
+        return None
+    node = re.search(r"full_key: (\S+)", str(err))
+    key = f"{node[1]}.{argument[1]}" if node else argument[1]
+    try:
+        accepted = list(inspect.signature(get_object(target[1])).parameters)
+    except (ImportError, ValueError, TypeError):
+        accepted = []
+    close = difflib.get_close_matches(argument[1], accepted, n=1)
+    hint = f" Did you mean {key.rsplit('.', 1)[0] + '.' if node else ''}{close[0]}?" if close else ""
+    return ConfigError(f"{key} is not a setting of {target[1]}.{hint} Correct or remove the override +{key}=...")
 
 
 def log_to_files(message: str) -> None:
