@@ -21,11 +21,12 @@ CLASSIFIERS = ["cnn", "resnet_small", "resnet50", "vgg19", "inception_v1"]
 @pytest.mark.parametrize("model", CLASSIFIERS)
 def test_every_classification_network_trains_a_fast_dev_run_through_train_py(tmp_path: Path, model: str) -> None:
     result = run_cli("src/train.py", "task=shapes", f"model={model}", "debug=fdr", "task.data.batch_size=2",
-                     "callbacks.rich_progress_bar=null", f"hydra.run.dir={tmp_path}")  # fmt: skip
+                     "callbacks.rich_progress_bar=null", f"hydra.run.dir={tmp_path}", env={"PYTHONWARNINGS": "default"})  # fmt: skip
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"train/loss", "val/acc", "test/acc", "params"} <= set(metrics)
     assert (result.stdout + result.stderr).count("GPU available:") == 1  # Lightning's lines are printed once
     assert "tensorboard --logdir" not in result.stdout + result.stderr  # fast_dev_run writes no events
+    assert "LeafSpec" not in result.stderr  # Lightning's own deprecation warning, nothing a user can act on
 
 
 def test_a_run_folder_holds_config_events_checkpoints_and_metrics(multirun: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,13 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     return task
 
 
-def log_lightning_once() -> None:
+def tidy_lightning_output() -> None:
     """``import lightning`` gives the ``lightning`` logger a console handler of its own, and its
     records also reach the root logger, which Hydra sends to the console and ``train.log``: every
-    Lightning line was printed twice. The root's handlers alone now print them."""
+    Lightning line was printed twice. The root's handlers alone now print them. Lightning 2.6's
+    own use of a pytree API that torch 2.14 deprecates warns at every fit; nothing a user can fix."""
     logging.getLogger("lightning").handlers.clear()
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 class EpochSeed(Callback):
@@ -148,7 +151,7 @@ def check_resume(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
     start = time.perf_counter()
-    log_lightning_once()
+    tidy_lightning_output()
     check_numeric_knobs(cfg)
     check_model_task(cfg.model, cfg.task)  # before any data is generated or read
     check_accelerator(cfg.trainer)
@@ -220,7 +223,7 @@ def eval_task(trained: DictConfig, trained_data_dir: str, given: DictConfig | No
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) a checkpoint. The network comes from the checkpoint's own config, the
     task from ``eval_task``."""
-    log_lightning_once()
+    tidy_lightning_output()
     check_numeric_knobs(cfg)
     if cfg.split not in ("test", "val"):
         raise ConfigError(f"split={cfg.split} is not a split eval.py evaluates: use split=test (default) or split=val.")
