@@ -7,6 +7,7 @@ are pinned in test_split.py and test_segmentation_data.py; here are the user-fac
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from conftest import TINY, run_cli
 from kaggle_fixture import make_kaggle_download
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_segmentation_data import write_list, write_mask, write_pair
@@ -199,3 +201,28 @@ def test_a_misspelt_added_key_names_the_setting_it_resembles(capsys: pytest.Capt
         report_errors(lambda: instantiate(cfg))
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: trainer.max_epoch is not a setting of lightning.pytorch") and "Did you mean trainer.max_epochs?" in error
+
+
+class NetWithABug(torch.nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(num_classes, momentun=0.1)  # a bug in our code, not a user's key
+
+
+def test_a_bad_call_inside_a_network_keeps_its_traceback() -> None:
+    with pytest.raises(InstantiationException, match="momentun"):
+        report_errors(lambda: instantiate({"_target_": f"{__name__}.NetWithABug", "num_classes": 3}))
+
+
+def test_a_checkpoint_holding_code_objects_is_refused_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"visionbench_config": {"model": {}}, "hyper_parameters": {"make": functools.partial(print)}}, path)
+    with pytest.raises(ConfigError, match=r"holds objects other than tensors .* functools\.partial"):
+        load_checkpoint(path)
+
+
+def test_a_linked_checkpoint_resumes_in_the_run_folder_that_holds_the_link(compose_cfg, multirun: Path, tmp_path: Path) -> None:
+    link = tmp_path / "checkpoints" / "last.ckpt"  # compose_cfg's run folder is tmp_path
+    link.parent.mkdir()
+    link.symlink_to(multirun / "0" / "checkpoints" / "last.ckpt")
+    check_resume(compose_cfg(["task=shapes", "model=cnn", f"ckpt_path={link}"]))

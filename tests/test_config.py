@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 
 from visionbench.errors import ConfigError
 from visionbench.run import check_model_task
@@ -75,7 +75,14 @@ def test_summary_command_prints_the_table_and_writes_no_run_folder(tmp_path: Pat
     assert not (tmp_path / "logs").exists() and not (REPO / "summary.log").exists()
 
 
-def test_training_the_built_in_data_at_another_size_resizes_it_instead_of_regenerating_it(compose_cfg) -> None:
-    default, larger = compose_cfg(["task=shapes"]), compose_cfg(["task=shapes", "task.data.image_size=64"])
-    assert larger.task.data.generator == default.task.data.generator  # the files (and their recipe) stay
-    assert larger.task.data.image_size == 64
+def test_training_the_built_in_data_at_another_size_resizes_it_instead_of_regenerating_it(compose_cfg, tmp_path: Path) -> None:
+    small = ["task=shapes", f"paths.data_dir={tmp_path}", "task.data.generator.num_classes=2", "task.data.generator.per_class=12",
+             "task.data.split.min_images=5", "task.data.split.test_per_class=2", "task.data.num_workers=0"]  # fmt: skip
+    default = instantiate(compose_cfg(small).task.data)
+    default.prepare_data()
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "shapes").rglob("*.jpg")}
+    larger = instantiate(compose_cfg([*small, "task.data.image_size=64"]).task.data)
+    larger.prepare_data()
+    larger.setup("fit")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "shapes").rglob("*.jpg")} == files and files  # not rewritten
+    assert larger.datasets["train"][0][0].shape == (3, 64, 64)  # resized by the cache instead

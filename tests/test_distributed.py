@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from conftest import SESSION_DIR, TINY, run_cli
 
-from visionbench.data.sampler import EvalShardSampler
-
 pytestmark = pytest.mark.slow
 
 # 11 classes x 49 test images = 539: odd, so a padding DistributedSampler would repeat a sample.
@@ -129,16 +127,3 @@ def test_a_failing_ddp_job_ends_its_sweep_instead_of_leaving_ranks_waiting(tmp_p
     assert "error: The training loss became nan at epoch 0, batch 1" in result.stderr
     assert (sweep / "0").is_dir() and not (sweep / "1").exists()
 
-
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_evaluation_shards_are_disjoint_and_cover_the_split_exactly_once(world: int) -> None:
-    shards = [list(EvalShardSampler(101, rank, world)) for rank in range(world)]
-    assert sorted(i for shard in shards for i in shard) == list(range(101))
-    assert [len(s) for s in shards] == [len(range(rank, 101, world)) for rank in range(world)]
-
-
-def test_a_limited_evaluation_samples_every_class_of_a_class_ordered_split() -> None:
-    labels = [i // 10 for i in range(120)]  # 12 classes stored one after the other, as the manifests are
-    first_two_batches = list(EvalShardSampler(len(labels)))[:16]
-    assert len({labels[i] for i in first_two_batches}) >= 8  # storage order: 2 classes
-    assert list(EvalShardSampler(len(labels))) == list(EvalShardSampler(len(labels)))  # the same subset every run

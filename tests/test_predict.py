@@ -172,3 +172,4 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back_as_input(imag
     shutil.copy(folder / "photo.jpg", folder / "predictions" / "photo.jpg.png")  # an earlier run's figure
     assert folder / "predictions" / "photo.jpg.png" not in input_files(folder, folder / "predictions")
     assert folder / "sub" / "alpha.png" in input_files(folder, folder / "predictions")
+    assert input_files(folder, folder) == input_files(folder, tmp_path) == input_files(folder)  # outputs beside or above: all inputs

@@ -3,7 +3,6 @@ non-finite loss stops cleanly, manifests are written atomically, checkpoints loa
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -114,7 +113,7 @@ def test_a_diverging_job_fails_alone_and_the_sweep_lists_it(tmp_path: Path) -> N
     failed = (sweep / "failed_jobs.txt").read_text().splitlines()
     assert len(failed) == 1 and failed[0].startswith("job 0 [") and "gamma=1e+30" in failed[0]
     assert "NonFiniteLossError: The training loss became nan at epoch 1" in failed[0]
-    assert result.stderr.rstrip().endswith(f"1 job(s) of this sweep failed; the others ran to the end. Each failure is listed in {sweep / 'failed_jobs.txt'}")
+    assert result.stderr.rstrip().endswith(f"1 job(s) of this sweep failed; each failure is listed in {sweep / 'failed_jobs.txt'}")
 
 
 def test_non_finite_weights_are_refused_before_a_checkpoint_is_written() -> None:
@@ -192,12 +191,12 @@ def test_the_data_preparation_lock_makes_another_process_wait(tmp_path: Path) ->
     assert (held, free) == ("waited", "acquired")
 
 
-def test_atomically_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path: Path) -> None:
-    from visionbench.data.atomic import write_text_atomic
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_atomically_written_files_get_the_umasks_permissions_not_mkstemps_private_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int, mode: int
+) -> None:
+    from visionbench.data import atomic
 
-    previous = os.umask(0o022)
-    try:
-        write_text_atomic(tmp_path / "manifest.csv", "path,label\n")
-        assert stat.S_IMODE((tmp_path / "manifest.csv").stat().st_mode) == 0o644  # readable by the other users of a shared filesystem
-    finally:
-        os.umask(previous)
+    monkeypatch.setattr(atomic, "UMASK", umask)
+    atomic.write_text_atomic(tmp_path / "manifest.csv", "path,label\n")
+    assert stat.S_IMODE((tmp_path / "manifest.csv").stat().st_mode) == mode  # 0o644: readable by a shared filesystem's other users

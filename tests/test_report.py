@@ -126,6 +126,14 @@ def test_a_seed_run_twice_is_one_seed_of_two_runs(tmp_path: Path) -> None:
     assert (row["n_runs"], row["n_seeds"], row["seeds"]) == ("3", "2", "1 42")
 
 
+def test_a_sweep_job_resumed_in_its_folder_stays_in_its_models_row(tmp_path: Path) -> None:
+    config = {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}}
+    _fake_run(tmp_path / "0", ["model=cnn", "seed=1"], {**config, "seed": 1}, {"test/acc": 0.6})
+    _fake_run(tmp_path / "1", ["model=cnn", "seed=2", "ckpt_path=/s/1/checkpoints/last.ckpt"], {**config, "seed": 2}, {"test/acc": 0.8})
+    report, _ = write_report(tmp_path)
+    assert "| 1,2 | 0.7000 ± 0.1414 |" in markdown(report) and "ckpt_path" not in markdown(report)
+
+
 def _fail_job(sweep: Path, num: int, overrides: list[str]) -> None:
     """A failed job recorded by the sweep's own callback, so that the report reads the format sweeps write."""
     config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "job": {"num": num}, "sweep": {"dir": str(sweep)}}})

@@ -4,6 +4,7 @@ network from the run config stored inside (``visionbench_config``)."""
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "(or an epoch_*.ckpt) of a finished training run."
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        # mmap: only the tensors used are read (a resume reads the config, then Lightning the rest).
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        if not str(err).startswith("Weights only load failed"):
+            raise CorruptDataError(f"'{path}' is not a readable checkpoint ({_first_line(err)}): it is truncated or corrupt.") from None
+        raise ConfigError(
+            f"'{path}' holds objects other than tensors and plain containers, so it is not loaded: visionbench "
+            "reads checkpoints with weights_only=True so that no pickled code runs. Use a checkpoint written by "
+            f"src/train.py. ({_first_line(str(err).split('WeightsUnpickler error:')[-1].split('. Please')[0])})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        detail = "not a zip archive" if "mmap can only be used" in str(err) else _first_line(err)
         raise CorruptDataError(
-            f"'{path}' is not a readable checkpoint ({str(err).splitlines()[0][:200]}): it is truncated (a "
+            f"'{path}' is not a readable checkpoint ({detail}): it is truncated (a "
             "copy or a run that was killed mid-write) or not a PyTorch checkpoint. Use another epoch_*.ckpt or "
             "last.ckpt from the run's checkpoints/ folder."
         ) from None
@@ -34,3 +45,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "network cannot be rebuilt from it. Use a checkpoint from a visionbench run folder's checkpoints/."
         )
     return checkpoint
+
+
+def _first_line(message: object) -> str:
+    """The first line of an error, without the terminal colour codes torch adds, at most 200 characters."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(message)).strip().splitlines()[0][:200]

@@ -63,16 +63,16 @@ def report_errors(fn: Callable[[], T]) -> T:
 
 
 def user_error(err: BaseException) -> VisionbenchError | None:
-    """The user error behind ``err``, if it is one: ours, ours wrapped by ``hydra.utils.instantiate``
-    (e.g. a pretrained-weights file missing while the network is built), or a required config
-    value left unset (``ckpt_path: ???``)."""
+    """The user error behind ``err``, if it is one: ours, ours wrapped (at any depth) by
+    ``hydra.utils.instantiate`` (e.g. a pretrained-weights file missing while the network is
+    built), a misspelt added key, or a required config value left unset (``ckpt_path: ???``)."""
     from hydra.errors import InstantiationException
     from omegaconf.errors import MissingMandatoryValue
 
-    if isinstance(err, InstantiationException) and isinstance(err.__cause__, VisionbenchError):
-        return err.__cause__
-    if isinstance(err, InstantiationException) and (unknown := unknown_argument(err)) is not None:
-        return unknown
+    while isinstance(err, InstantiationException) and isinstance(err.__cause__, (InstantiationException, VisionbenchError)):
+        err = err.__cause__
+    if isinstance(err, InstantiationException):
+        return unknown_argument(err)
     if isinstance(err, MissingMandatoryValue):
         key = err.full_key or "a required value"
         return ConfigError(f"{key} has no value and this command needs one: add {key}=... to the command line.")
@@ -81,20 +81,33 @@ def user_error(err: BaseException) -> VisionbenchError | None:
 
 def unknown_argument(err: BaseException) -> ConfigError | None:
     """``+trainer.max_epoch=1`` (Hydra's own advice for a key the config lacks) reaches the class as
-    an unexpected keyword: name the config key and the closest argument the class takes."""
+    an unexpected keyword: name the config key and the closest argument the class takes.
+
+    Only when the target itself (or a base class it forwards ``**kwargs`` to) refused the keyword:
+    a bad call inside its ``__init__`` is a bug and keeps its traceback. Keys of ``_partial_``
+    nodes (optimizers) fail later, when the partial is called, and keep theirs too.
+    """
     from hydra.utils import get_object
 
-    argument = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__))
+    refused = re.search(r"([\w.]+)\(\) got an unexpected keyword argument '(\w+)'", str(err.__cause__))
     target = re.search(r"target '([\w.]+)'", str(err))
-    if argument is None or target is None:
+    if refused is None or target is None:
         return None
-    node = re.search(r"full_key: (\S+)", str(err))
-    key = f"{node[1]}.{argument[1]}" if node else argument[1]
     try:
-        accepted = list(inspect.signature(get_object(target[1])).parameters)
-    except (ImportError, ValueError, TypeError):
+        callee = get_object(target[1])
+    except ImportError:
+        return None
+    refusers = {f"{c.__qualname__}.__init__" for c in getattr(callee, "__mro__", ())} | {getattr(callee, "__qualname__", "")}
+    if refused[1] not in refusers:
+        return None
+    argument = refused[2]
+    node = re.search(r"full_key: (\S+)", str(err))
+    key = f"{node[1]}.{argument}" if node else argument
+    try:
+        accepted = list(inspect.signature(callee).parameters)
+    except (ValueError, TypeError):
         accepted = []
-    close = difflib.get_close_matches(argument[1], accepted, n=1)
+    close = difflib.get_close_matches(argument, accepted, n=1)
     hint = f" Did you mean {key.rsplit('.', 1)[0] + '.' if node else ''}{close[0]}?" if close else ""
     return ConfigError(f"{key} is not a setting of {target[1]}.{hint} Correct or remove the override +{key}=...")
 

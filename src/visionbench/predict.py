@@ -108,10 +108,11 @@ def input_files(path: Path, output_dir: Path | None = None) -> list[Path]:
     if not path.is_dir():
         raise DataNotFoundError(f"input='{path}' does not exist. Pass an image file or a folder of images.")
     outputs = output_dir.resolve() if output_dir is not None else None
+    nested_outputs = outputs is not None and outputs != path.resolve() and outputs.is_relative_to(path.resolve())
     files = sorted(
         p for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        and not (outputs is not None and p.resolve().is_relative_to(outputs))
+        and not (nested_outputs and p.resolve().is_relative_to(outputs))
     )  # fmt: skip
     if not files:
         raise DataNotFoundError(f"input='{path}' holds no files (hidden ones are ignored). Pass an image file or a folder of images.")
@@ -204,6 +205,8 @@ def predict(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: pass a positive number of images per forward pass (default 16).")
+    if top_k < 1:
+        raise ConfigError(f"top_k={top_k}: pass how many of the most likely classes to list, at least 1 (default 5).")
     output_dir = output_dir or default_output_dir(ckpt_path)
     files = input_files(input_path, output_dir)
     predictor = load_predictor(ckpt_path, device)

@@ -32,6 +32,7 @@ from visionbench.errors import DataNotFoundError
 from visionbench.sweep import FAILED_JOBS
 
 SEED = "seed"
+NOT_A_SETTING = {SEED, "ckpt_path"}  # a resumed job (ckpt_path=..., same folder) is still its sweep's job
 TRAIN, DEBUG, EVAL = "train", "debug", "eval"
 SKIPPED_WHY = {
     DEBUG: "smoke tests (`debug=...` or `trainer.fast_dev_run`), not results",
@@ -148,7 +149,7 @@ class Row:
 
     @property
     def seeds(self) -> list[str]:
-        """Distinct seeds: the same command run twice (e.g. a resume without ``hydra.run.dir``) is one seed."""
+        """Distinct seeds: the same command run twice is one seed."""
         return list(dict.fromkeys(str(r.config.get(SEED, "?")) for r in self.runs))
 
     @property
@@ -216,7 +217,7 @@ def _primary_metric(runs: Sequence[Run], metrics: Sequence[str]) -> str:
 
 
 def _table(task: str, runs: Sequence[Run]) -> Table:
-    keys = sorted({k for r in runs for k in r.overrides if k != SEED})
+    keys = sorted({k for r in runs for k in r.overrides if k not in NOT_A_SETTING})
     values = {k: [r.overrides.get(k, config_value(r.config, k)) for r in runs] for k in keys}
     common = {k: v[0] for k, v in values.items() if len(set(v)) == 1}
     varying = [k for k in keys if k not in common]

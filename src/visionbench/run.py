@@ -128,7 +128,7 @@ def check_resume(cfg: DictConfig) -> None:
     """A resumed run must continue the checkpoint's network and task in the checkpoint's own run
     folder: in a new folder Lightning cannot restore the best score (it warns "dirpath has
     changed") and the test after training would pick the wrong "best" checkpoint."""
-    if not cfg.get("ckpt_path"):
+    if not cfg.get("ckpt_path") or not cfg.train:
         return
     ckpt_path = Path(cfg.ckpt_path)
     trained = load_checkpoint(ckpt_path)["visionbench_config"]
@@ -139,7 +139,7 @@ def check_resume(cfg: DictConfig) -> None:
                 f"{group}={cfg[group].name}. Resume with the checkpoint's own overrides (its run folder's "
                 ".hydra/overrides.yaml lists them)."
             )
-    run_dir = ckpt_path.resolve().parent.parent
+    run_dir = ckpt_path.parent.resolve().parent  # last.ckpt may be a link into an archive: its folder counts
     if run_dir != Path(cfg.paths.output_dir).resolve():
         raise ConfigError(
             f"Resuming from '{ckpt_path}' must continue in its run folder: add hydra.run.dir={run_dir} (same "

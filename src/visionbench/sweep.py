@@ -46,4 +46,4 @@ class FailedJobs(Callback):
 def summarize_failures(path: Path) -> None:
     """Count the failed jobs from the listing itself, which every launcher's jobs append to."""
     if path.is_file() and (failed := len(path.read_text().splitlines())):
-        print(f"\n{failed} job(s) of this sweep failed; the others ran to the end. Each failure is listed in {path}", file=sys.stderr)
+        print(f"\n{failed} job(s) of this sweep failed; each failure is listed in {path}", file=sys.stderr)

@@ -20,16 +20,21 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp's 0600 would hide shared data from other users
+        os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp's 0600 would hide shared data from other users
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Reading the umask means setting it: done once, at import, before any loader or logger thread
+# could create a file while it is 0.
+UMASK = _read_umask()
 
 
 def write_text_atomic(target: Path, text: str) -> None:

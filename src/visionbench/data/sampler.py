@@ -24,7 +24,7 @@ class EvalShardSampler(Sampler[int]):
     Splits are stored class by class, so in storage order ``limit_val_batches`` or
     ``limit_test_batches`` (``debug=limit``, quick sweeps) would score the first class or two
     alone. The order is shuffled once with a constant seed instead: a limited evaluation samples
-    every class, and every run and ``eval.py`` evaluate the same subset.
+    every class, and runs (and ``eval.py``) with the same number of processes evaluate the same subset.
     """
 
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
