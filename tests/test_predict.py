@@ -173,3 +173,9 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back_as_input(imag
     assert folder / "predictions" / "photo.jpg.png" not in input_files(folder, folder / "predictions")
     assert folder / "sub" / "alpha.png" in input_files(folder, folder / "predictions")
     assert input_files(folder, folder) == input_files(folder, tmp_path) == input_files(folder)  # outputs beside or above: all inputs
+
+
+@pytest.mark.parametrize(("setting", "value"), [("top_k", 0), ("batch_size", 0)])
+def test_settings_below_one_are_config_errors(checkpoint: Path, images: Path, tmp_path: Path, setting: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=f"{setting}={value}"):
+        predict(checkpoint, images, tmp_path, **{setting: value}, echo=lambda _: None)
