@@ -14,12 +14,11 @@ from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
 
 def summarize(cfg: DictConfig) -> str:
     from visionbench.bench.summary import layer_table
-    from visionbench.run import check_model_task
+    from visionbench.run import check_model_task, input_size
 
     check_model_task(cfg.model, cfg.task)
-    size = cfg.task.data.image_size if cfg.task.kind == "classification" else list(cfg.task.data.crop)
     net = instantiate(cfg.model.net, num_classes=cfg.task.num_classes)
-    return layer_table(net, size)
+    return layer_table(net, input_size(cfg.task))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="summary")

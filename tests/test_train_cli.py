@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def test_every_classification_network_trains_a_fast_dev_run_through_train_py(tmp
     assert (result.stdout + result.stderr).count("GPU available:") == 1  # Lightning's lines are printed once
     assert "tensorboard --logdir" not in result.stdout + result.stderr  # fast_dev_run writes no events
     assert "LeafSpec" not in result.stderr  # Lightning's own deprecation warning, nothing a user can act on
+    assert re.search(r"^Total FLOPs: [1-9]", result.stdout, re.MULTILINE)  # the model summary ran an example input
 
 
 def test_a_run_folder_holds_config_events_checkpoints_and_metrics(multirun: Path) -> None:

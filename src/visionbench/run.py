@@ -44,6 +44,14 @@ def build_datamodule(cfg: DictConfig) -> VisionDataModule:
     return datamodule
 
 
+def input_size(task_cfg: DictConfig) -> tuple[int, int]:
+    """(H, W) the network sees in training: the image size, or the segmentation crop."""
+    if task_cfg.kind == "classification":
+        return (task_cfg.data.image_size, task_cfg.data.image_size)
+    height, width = task_cfg.data.crop
+    return (height, width)
+
+
 def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     net = instantiate(cfg.model.net, num_classes=datamodule.num_classes)
     task: VisionTask = instantiate(
@@ -57,6 +65,9 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     )
     # Set after instantiation: the config holds `_target_` nodes that instantiate would build.
     task.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if not cfg.get("compile", False):  # a compiled net would compile again for the summary's eval forward
+        # One image through the network at start-up: the model summary gets its shapes and FLOPs columns.
+        task.example_input_array = torch.zeros(1, 3, *input_size(cfg.task))
     return task
 
 

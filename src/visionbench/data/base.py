@@ -77,8 +77,9 @@ class VisionDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}  # "train"/"val"/"test", filled by ``setup``
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device."""
-        if self.batch_transform is None:
+        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device.
+        A bare tensor is the model summary's example input, already a float image batch."""
+        if self.batch_transform is None or isinstance(batch, torch.Tensor):
             return batch
         return self.batch_transform(batch, train=self.trainer.training)
 
