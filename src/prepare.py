@@ -1,6 +1,6 @@
 """Import a dataset download and build its deterministic split manifest.
 
-    python src/prepare.py task=simpsons source=~/Downloads/archive.zip
+    python src/prepare.py task=simpsons source=$HOME/Downloads/archive.zip
     python src/prepare.py task=shapes
 """
 

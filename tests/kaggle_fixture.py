@@ -27,7 +27,8 @@ def _image(seed: int, mode: str = "RGB") -> Image.Image:
 
 def make_kaggle_download(base: Path, kaggle_test: bool = True) -> Path:
     """Write ``base/simpsons_dataset/<class>/pic_NNNN.jpg`` plus the archive's nested duplicate
-    ``simpsons_dataset/simpsons_dataset/`` and (optionally) the flat Kaggle test folder."""
+    ``simpsons_dataset/simpsons_dataset/`` and (optionally) the Kaggle test folder, nested as in the archive
+    (``kaggle_simpson_testset/kaggle_simpson_testset/<class>_<i>.jpg``)."""
     train = base / "simpsons_dataset"
     seed = 0
     for label, n in CLASS_SIZES.items():

@@ -14,14 +14,21 @@ from visionbench.errors import DataNotFoundError
 
 
 def _members_under(names: list[str], folder: str) -> tuple[str, list[str]]:
-    """The archive prefix before ``folder/`` (e.g. ``archive/``) and the members below it,
-    without the nested duplicate ``folder/folder/`` the Kaggle archive carries."""
+    """The archive path that members are taken relative to, and the members of ``folder/``.
+
+    The Kaggle archive nests both folders once more: ``simpsons_dataset/simpsons_dataset/`` is a
+    duplicate of the class folders beside it (skipped), while ``kaggle_simpson_testset/`` holds
+    nothing but ``kaggle_simpson_testset/kaggle_simpson_testset/`` (taken, one level up).
+    """
     hits = [n for n in names if f"{folder}/" in n and "__MACOSX" not in n]
     if not hits:
         return "", []
     prefix = min((n[: n.index(f"{folder}/")] for n in hits), key=len)
-    top = f"{prefix}{folder}/"
-    return prefix, [n for n in hits if n.startswith(top) and not n.startswith(f"{top}{folder}/")]
+    top, nested = f"{prefix}{folder}/", f"{prefix}{folder}/{folder}/"
+    direct = [n for n in hits if n.startswith(top) and not n.startswith(nested)]
+    if any(not n.endswith("/") for n in direct):
+        return prefix, direct
+    return top, [n for n in hits if n.startswith(nested)]
 
 
 def extract_zip(source: Path, root: Path) -> int:
@@ -35,8 +42,6 @@ def extract_zip(source: Path, root: Path) -> int:
                 rel = PurePosixPath(name[len(prefix) :])
                 if name.endswith("/") or ".." in rel.parts:
                     continue
-                if folder == KAGGLE_TEST_DIR and rel.parts[:2] == (KAGGLE_TEST_DIR, KAGGLE_TEST_DIR):
-                    rel = PurePosixPath(*rel.parts[1:])
                 target = root / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(name) as src, open(target, "wb") as dst:

@@ -125,7 +125,7 @@ def scan(root: Path, spec: SplitSpec) -> tuple[dict[str, list[tuple[str, str]]],
             test_dir = test_dir / KAGGLE_TEST_DIR
         if not test_dir.is_dir():
             raise DataNotFoundError(
-                f"task.data.test_source=kaggle but '{root / KAGGLE_TEST_DIR}' does not exist. Extract the "
+                f"task.data.split.test_source=kaggle but '{root / KAGGLE_TEST_DIR}' does not exist. Extract the "
                 "Kaggle test set there, or use test_source=holdout (the last images of each class)."
             )
         for f in sorted(p for p in test_dir.iterdir() if p.is_file() and is_image_name(p)):
