@@ -8,9 +8,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, Subset
 
-from visionbench.data.sampler import EpochShuffleSampler, EpochTaggedSampler, EvalShardSampler
+from visionbench.data.sampler import EpochShuffleSampler, EpochTaggedSampler, EvalShardSampler, fixed_order
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -89,6 +89,10 @@ class VisionDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
+    def _overfitting(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.overfit_batches > 0
+
     def _current_epoch(self) -> int:
         """The epoch the fit loop runs next, as Lightning hands it to ``set_epoch``. A resumed run
         creates (and, with workers, starts prefetching from) its loaders while ``current_epoch``
@@ -113,7 +117,13 @@ class VisionDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         sampler: Sampler[int]
         shuffle: EpochShuffleSampler | DistributedSampler
-        if train:
+        if self._overfitting():
+            # Lightning's overfit_batches swaps any other sampler for a SequentialSampler over the
+            # dataset, whose storage order is class by class: the few batches it fits (and
+            # validates on) would hold one class. It gets a sequential view of a fixed shuffled order.
+            dataset = Subset(SeededSamples(dataset, self.seed) if train else dataset, fixed_order(len(dataset)))  # type: ignore[arg-type]
+            sampler = SequentialSampler(dataset)
+        elif train:
             shuffle = (
                 DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
                 if world > 1

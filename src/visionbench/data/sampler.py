@@ -17,6 +17,11 @@ from torch.utils.data import DistributedSampler, Sampler
 EVAL_ORDER_SEED = 0
 
 
+def fixed_order(num_samples: int) -> list[int]:
+    """One shuffled order of ``range(num_samples)``, the same in every run and process."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(EVAL_ORDER_SEED)).tolist()
+
+
 class EvalShardSampler(Sampler[int]):
     """Every rank's shard (positions ``rank, rank + world, ...``) of one fixed shuffled order:
     disjoint across ranks, together exactly ``range(n)``.
@@ -30,8 +35,7 @@ class EvalShardSampler(Sampler[int]):
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(EVAL_ORDER_SEED))
-        self.indices = order[rank::world_size].tolist()
+        self.indices = fixed_order(num_samples)[rank::world_size]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
