@@ -8,13 +8,14 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from conftest import TINY, run_cli
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
-from visionbench.run import eval_task
+from visionbench.run import eval_task, run_params
 
 CLASSIFIERS = ["cnn", "resnet_small", "resnet50", "vgg19", "inception_v1"]
 
@@ -68,9 +69,10 @@ def test_eval_without_task_reads_the_checkpoints_split_under_this_machines_data_
     moved = tmp_path / "data"  # the data as another machine holds it: no cache yet
     shutil.copytree(Path(os.environ["VISIONBENCH_DATA_DIR"]) / "shapes", moved / "shapes", ignore=shutil.ignore_patterns(".cache"))
     ckpt = multirun / "0" / "checkpoints" / "last.ckpt"
-    run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", f"hydra.run.dir={tmp_path / 'eval'}",
-            env={"VISIONBENCH_DATA_DIR": str(moved)})  # fmt: skip
+    result = run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", f"hydra.run.dir={tmp_path / 'eval'}",
+                     env={"VISIONBENCH_DATA_DIR": str(moved)})  # fmt: skip
     assert (moved / "shapes" / ".cache").is_dir()  # the test split was read (and cached) from there
+    assert f"test split written to {tmp_path / 'eval' / 'metrics.json'}" in result.stdout
     assert "test/acc" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
 
 
@@ -99,3 +101,10 @@ def test_runs_log_their_training_throughput_and_mfu(multirun: Path) -> None:
     metrics = json.loads((multirun / "0" / "metrics.json").read_text())
     assert metrics["perf/train_images_per_s"] > 0 and metrics["perf/train_tflops"] > 0
     assert 0 < metrics["perf/train_mfu"] < 2  # against a matmul peak measured in the same run
+
+
+def test_runs_log_the_number_of_classes_their_data_has(compose_cfg) -> None:
+    cfg = compose_cfg(["task=simpsons"])  # the reference split's 19 in the config
+    with open_dict(cfg):
+        del cfg["hydra"]  # as the task function receives it
+    assert run_params(cfg, SimpleNamespace(num_classes=3))["task.num_classes"] == 3  # type: ignore[arg-type]

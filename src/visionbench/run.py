@@ -127,6 +127,12 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def run_params(cfg: DictConfig, datamodule: VisionDataModule) -> dict[str, Any]:
+    """The hyperparameters a run logs: its config, with the number of classes its data really has
+    (``task.num_classes`` is the reference split's, for summary.py and the bench)."""
+    return {**flat_params(cfg), "task.num_classes": datamodule.num_classes}
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
@@ -174,12 +180,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.paths.output_dir)
     monitor = cfg.task.monitor
     declared = {f"{monitor}_best": 0.0, f"test/{monitor.split('/', 1)[1]}": 0.0}
+    params = run_params(cfg, datamodule)
     for lg in trainer.loggers:
         # Only TensorBoard takes the declared metrics (its hp_metric); CSV and others take params alone.
         if isinstance(lg, TensorBoardLogger):
-            lg.log_hyperparams(flat_params(cfg), declared)
+            lg.log_hyperparams(params, declared)
         else:
-            lg.log_hyperparams(flat_params(cfg))
+            lg.log_hyperparams(params)
     metrics: dict[str, float] = {}
     if cfg.train:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
@@ -266,4 +273,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = _scalars(results[0]) if results else {}
     if trainer.is_global_zero:
         write_text_atomic(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        log.info("Metrics of %s on its %s split written to %s", cfg.ckpt_path, cfg.split, Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
