@@ -220,6 +220,9 @@ def test_quality_is_mean_and_std_over_seeds_of_matching_runs(tmp_path: Path) -> 
     _write_run(tmp_path, "crashed", "cnn", "simpsons", 4, None)
     smoke = _write_run(tmp_path, "debug/runs/fdr", "cnn", "simpsons", 6, {"val/acc_best": 0.0})
     (smoke / ".hydra" / "overrides.yaml").write_text("- debug=fdr\n")  # a smoke test, not a result
+    for name, override in [("few_batches", "trainer.limit_train_batches=3"), ("other_split", "task.data.split.test_source=kaggle")]:
+        partial = _write_run(tmp_path, f"train/runs/{name}", "cnn", "simpsons", 7, {"val/acc_best": 0.0})
+        (partial / ".hydra" / "overrides.yaml").write_text(f"- {override}\n")  # not comparable with the reference
     _write_run(tmp_path, "corrupt", "cnn", "simpsons", 5, "{not json")
     (tmp_path / "bench" / "2026" / ".hydra").mkdir(parents=True)  # a bench run: config without `model`
     (tmp_path / "bench" / "2026" / ".hydra" / "config.yaml").write_text("bench: {profile: quick}\n")

@@ -78,12 +78,22 @@ def _ratios(m: Measurement, reference: Measurement | None) -> tuple[float | None
 # --- quality of trained runs ---------------------------------------------------------------------
 
 
+# Overrides that make a run's numbers incomparable with the task's reference: part of an epoch
+# or of the evaluation, or another split.
+PARTIAL_RUN = ("trainer.limit_", "trainer.overfit_batches", "trainer.fast_dev_run", "task.data.split.")
+
+
+def is_full_run(run: Run) -> bool:
+    """A training run on the task's whole reference split (debug and partial runs are not results)."""
+    return run.kind == TRAIN and not any(key.lstrip("+~").startswith(PARTIAL_RUN) for key in run.overrides)
+
+
 def aggregate_quality(runs: Iterable[Run], model: str, task: str, metric: str) -> Quality | None:
-    """Mean ± std of ``metric`` over seeds of the matching training runs (``visionbench.report.find_runs``;
-    debug runs are not results); a re-run of a seed counts once (latest)."""
+    """Mean ± std of ``metric`` over seeds of the matching full training runs (``visionbench.report.find_runs``,
+    ``is_full_run``); a re-run of a seed counts once (latest)."""
     latest_per_seed: dict[object, Run] = {}
     for run in runs:
-        if run.kind != TRAIN or run.group_name("model") != model or run.group_name("task") != task or metric not in run.metrics:
+        if not is_full_run(run) or run.group_name("model") != model or run.group_name("task") != task or metric not in run.metrics:
             continue
         seed_key = run.seed if run.seed is not None else run.path  # an unknown seed is its own seed
         if seed_key not in latest_per_seed or run.finished_at > latest_per_seed[seed_key].finished_at:
