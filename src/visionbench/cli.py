@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,25 @@ def report_errors(fn: Callable[[], T]) -> T:
         print(f"\nerror: {message}", file=sys.stderr)
         if in_multirun_job() and not in_distributed_job():
             raise err from None
+        remove_stub_run_folder()
         raise SystemExit(1) from None
+
+
+def remove_stub_run_folder() -> None:
+    """A single run that failed before writing anything but Hydra's saved config and its log
+    leaves no folder: the paragraph was printed, and each typo would otherwise add a stub to
+    ``logs/<task>/runs/``. A folder holding anything else (checkpoints, events) stays, and so
+    do sweep jobs' folders (their logs are how a sweep is read)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    folder = Path(HydraConfig.get().runtime.output_dir).resolve()
+    if not folder.is_dir() or folder == Path.cwd().resolve():
+        return
+    entries = list(folder.iterdir())
+    if any(p.suffix == ".log" for p in entries) and all(p.name == ".hydra" or p.suffix == ".log" for p in entries):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def user_error(err: BaseException) -> VisionbenchError | None:
