@@ -70,10 +70,14 @@ def remove_stub_run_folder() -> None:
     ``logs/<task>/runs/``. A folder holding anything else (checkpoints, events) stays, and so
     do sweep jobs' folders (their logs are how a sweep is read)."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return
-    folder = Path(HydraConfig.get().runtime.output_dir).resolve()
+    output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False)
+    if not output_dir:  # composed without running (tests, tools)
+        return
+    folder = Path(output_dir).resolve()
     if not folder.is_dir() or folder == Path.cwd().resolve():
         return
     entries = list(folder.iterdir())
