@@ -131,7 +131,7 @@ def unknown_argument(err: BaseException) -> ConfigError | None:
     except (ValueError, TypeError):
         accepted = []
     close = difflib.get_close_matches(argument, accepted, n=1)
-    hint = f" Did you mean {key.rsplit('.', 1)[0] + '.' if node else ''}{close[0]}?" if close else ""
+    hint = f" Did you mean {f'{node[1]}.' if node else ''}{close[0]}?" if close else ""
     return ConfigError(f"{key} is not a setting of {target[1]}.{hint} Correct or remove the override +{key}=...")
 
 

@@ -16,7 +16,6 @@ import csv
 import json
 import logging
 import math
-import re
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from visionbench.errors import DataNotFoundError
-from visionbench.sweep import FAILED_JOBS
+from visionbench.sweep import FAILED_JOB_LINE, FAILED_JOBS
 
 SEED = "seed"
 NOT_A_SETTING = {SEED, "ckpt_path"}  # a resumed job (ckpt_path=..., same folder) is still its sweep's job
@@ -38,7 +37,6 @@ SKIPPED_WHY = {
     DEBUG: "smoke tests (`debug=...` or `trainer.fast_dev_run`), not results",
     EVAL: "`src/eval.py` re-tests a checkpoint; the tables compare training runs",
 }
-FAILED_JOB = re.compile(r"job (\S+) \[(.*?)\]: (\w+)")  # a line of visionbench.sweep.FailedJobs
 log = logging.getLogger(__name__)
 
 
@@ -256,8 +254,8 @@ def _failed_jobs(root: Path) -> list[str]:
 
 def _failed_job(line: str) -> str:
     """``- job 1 (NonFiniteLossError): `overrides```; the line as written if it is not in that format."""
-    match = FAILED_JOB.match(line)
-    return f"- job {match[1]} ({match[3]}): `{match[2]}`" if match else f"- {line}"
+    match = FAILED_JOB_LINE.match(line)
+    return f"- job {match['num']} ({match['error']}): `{match['overrides']}`" if match else f"- {line}"
 
 
 def build_report(root: Path) -> Report:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from visionbench.errors import VisionbenchError
 
 log = logging.getLogger(__name__)
 FAILED_JOBS = "failed_jobs.txt"
+FAILED_JOB_LINE = re.compile(r"job (?P<num>\S+) \[(?P<overrides>.*?)\]: (?P<error>\w+): ")  # what on_job_end writes
 
 
 class FailedJobs(Callback):
@@ -36,7 +38,7 @@ class FailedJobs(Callback):
             return
         error = job_return._return_value  # the exception; ``return_value`` would re-raise it
         message = user_message(error) if isinstance(error, VisionbenchError) else str(error)
-        line = f"job {config.hydra.job.num} [{' '.join(job_return.overrides or [])}]: {type(error).__name__}: {message}"
+        line = f"job {config.hydra.job.num} [{' '.join(job_return.overrides or [])}]: {type(error).__name__}: {message}"  # FAILED_JOB_LINE
         path = Path(config.hydra.sweep.dir) / FAILED_JOBS
         with path.open("a") as listing:
             listing.write(" ".join(line.split()) + "\n")
