@@ -42,8 +42,8 @@ TINY = [
     "trainer.limit_test_batches=2", "task.data.num_workers=0", "task.data.batch_size=4",
     "callbacks.rich_progress_bar=null", "callbacks.throughput.warmup_steps=0", "callbacks.throughput.peak_size=256",
 ]  # fmt: skip
-# lr x gamma after each epoch; with ``task.module.scheduler.gamma=1e30`` the weights overflow early in epoch 1.
-STEP_LR = "task.module.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:1.0}"
+# lr x ``scheduler.gamma`` after each epoch; with ``scheduler.gamma=1e30`` the weights overflow early in epoch 1.
+STEP_LR = ("scheduler=step", "scheduler.step_size=1")
 
 
 def run_cli(*args: str, check: bool = True, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

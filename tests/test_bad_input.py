@@ -53,11 +53,13 @@ def test_non_numeric_override_names_the_key_the_value_and_an_example(tmp_path: P
         ("trainer.min_epochs", "'1'"), ("trainer.devices", "two"), ("trainer.num_nodes", 0),
         ("trainer.log_every_n_steps", 2.5), ("trainer.check_val_every_n_epoch", "true"),
         ("task.data.batch_size", "'32'"), ("task.data.num_workers", -1), ("task.data.image_size", "big"),
-        ("task.module.optimizer.lr", "fast"), ("task.module.optimizer.weight_decay", -0.1), ("seed", 1.5),
+        ("optimizer.lr", "fast"), ("optimizer.weight_decay", -0.1), ("optimizer.norm_weight_decay", -1),
+        ("optimizer.momentum", "high"), ("scheduler.warmup_epochs", -1), ("seed", 1.5),
     ],
 )  # fmt: skip
 def test_every_numeric_knob_is_type_checked(compose_cfg, key: str, value: object) -> None:
-    cfg = compose_cfg(["task=shapes", f"{key}={value}"])
+    group = {"optimizer.momentum": ["optimizer=sgd"], "scheduler.warmup_epochs": ["scheduler=cosine"]}.get(key, [])
+    cfg = compose_cfg(["task=shapes", *group, f"{key}={value}"])
     with pytest.raises(ConfigError, match=f"Config key {key} is .* e.g. `{key}="):
         check_numeric_knobs(cfg)
 

@@ -37,13 +37,30 @@ def test_defaults_are_the_reference_simpsons_setting(compose_cfg) -> None:
     cfg = compose_cfg([])
     assert (cfg.task.name, cfg.model.name) == ("simpsons", "resnet_small")
     assert (cfg.task.data.image_size, cfg.task.data.batch_size) == (128, 32)
-    assert cfg.task.module.optimizer._target_ == "torch.optim.Adam" and cfg.task.module.optimizer.lr == 1e-3
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3 and not cfg.scheduler
 
 
-def test_experiment_reproduces_the_reference_settings(compose_cfg) -> None:
-    cfg = compose_cfg(["experiment=seed_resnet_vs_cnn"])
+@pytest.mark.parametrize("experiment", ["seed_cnn", "seed_resnet_small"])
+def test_each_seed_experiment_is_the_articles_protocol(compose_cfg, experiment: str) -> None:
+    """Both models: 128x128, batch 32, Adam 1e-3 without weight decay or schedule, at most 50
+    epochs, early stopping after 3 epochs without a better validation accuracy."""
+    cfg = compose_cfg([f"experiment={experiment}"])
+    assert (cfg.task.name, cfg.model.name) == ("simpsons", experiment.removeprefix("seed_"))
+    assert (cfg.task.data.image_size, cfg.task.data.batch_size) == (128, 32)
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("torch.optim.Adam", 1e-3, 0.0)
+    assert not cfg.scheduler and cfg.trainer.max_epochs == 50
     assert cfg.callbacks.early_stopping.patience == 3 and cfg.callbacks.early_stopping.monitor == "val/acc"
-    assert cfg.task.data.augment.enabled and cfg.task.data.augment.degrees == 40
+
+
+def test_the_article_trains_the_plain_cnn_without_augmentation(compose_cfg) -> None:
+    assert compose_cfg(["experiment=seed_cnn"]).task.data.augment.enabled is False
+
+
+def test_the_article_trains_the_small_resnet_with_keras_augmentation_and_nearest_fill(compose_cfg) -> None:
+    augment = compose_cfg(["experiment=seed_resnet_small"]).task.data.augment
+    assert augment.enabled is True and augment.fill == "nearest"
+    assert (augment.degrees, augment.translate, augment.shear, augment.zoom, augment.hflip) == (40, 0.2, 0.2, 0.1, 0.5)
+    assert list(augment.brightness) == [0.8, 1.2]
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu"])

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SESSION_DIR, TINY, run_cli
 
 pytestmark = pytest.mark.slow
@@ -127,3 +128,50 @@ def test_a_failing_ddp_job_ends_its_sweep_instead_of_leaving_ranks_waiting(tmp_p
     assert "error: The training loss became nan at epoch 0, batch 1" in result.stderr
     assert (sweep / "0").is_dir() and not (sweep / "1").exists()
 
+
+
+AUGMENTATION_PROBE = """
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class AugmentationProbe(Callback):
+    '''Writes what each rank drew for its first training batch: augmentation parameters and a dropout mask.'''
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0 and trainer.current_epoch == 0:
+            params = trainer.datamodule.batch_transform.last_params
+            with torch.random.fork_rng():  # look at the stream without moving it: the resumed run has no probe
+                dropout = torch.nn.functional.dropout(torch.ones(16)).tolist()
+            record = {"brightness": params.brightness.tolist(), "dropout": dropout}
+            (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+"""
+
+
+def test_ranks_draw_their_own_augmentation_and_resuming_on_two_processes_equals_training_straight(tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(AUGMENTATION_PROBE)
+    common = [
+        *SHAPES, "model=cnn", "trainer=ddp_cpu", *TINY, "trainer.limit_train_batches=3", "trainer.deterministic=true",
+        "task.data.pipeline=cached", "callbacks.figures=null", "logger=csv",
+    ]  # fmt: skip
+    probe = ["+callbacks.probe._target_=probe.AugmentationProbe", f"+callbacks.probe.out_dir={tmp_path}"]
+    env = {"PYTHONPATH": str(tmp_path)}
+    run_cli("src/train.py", *common, *probe, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'straight'}", env=env)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["brightness"] != rank1["brightness"]  # batch position k: another brightness on each rank
+    assert rank0["dropout"] != rank1["dropout"]  # and another dropout mask
+
+    resumed = tmp_path / "resumed"
+    run_cli("src/train.py", *common, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={resumed}")
+    run_cli("src/train.py", *common, "trainer.max_epochs=2", f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={resumed}")
+    straight, again = _metrics(tmp_path / "straight"), _metrics(resumed)
+    volatile = {"wall_time_s", "perf/train_images_per_s", "perf/train_tflops", "perf/train_mfu"}
+    assert {k: v for k, v in again.items() if k not in volatile} == {k: v for k, v in straight.items() if k not in volatile}
+    weights = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (tmp_path / "straight", resumed)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

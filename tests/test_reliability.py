@@ -83,18 +83,18 @@ def test_shuffle_order_depends_only_on_seed_and_epoch() -> None:
     assert list(resumed) == orders[2] and orders[0] != orders[1] and sorted(orders[1]) == list(range(50))
 
 
-EXPLODE_AFTER_FIRST_EPOCH = "task.module.scheduler.gamma=1e30"
+EXPLODE_AFTER_FIRST_EPOCH = "scheduler.gamma=1e30"
 
 
 def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     result = run_cli(
         "src/train.py", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-        "callbacks.figures=null", STEP_LR, EXPLODE_AFTER_FIRST_EPOCH, f"hydra.run.dir={tmp_path}", check=False,
+        "callbacks.figures=null", *STEP_LR, EXPLODE_AFTER_FIRST_EPOCH, f"hydra.run.dir={tmp_path}", check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
     error = result.stderr.split("\nerror: ", 1)[1]
     assert "Traceback" not in result.stderr and len(error.strip().splitlines()) == 1
-    assert "at epoch 1, batch" in error and "global step" in error and "task.module.optimizer.lr" in error
+    assert "at epoch 1, batch" in error and "global step" in error and "optimizer.lr" in error
     checkpoints = sorted((tmp_path / "checkpoints").iterdir())
     kept = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert kept["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["state_dict"].values())
@@ -106,7 +106,7 @@ def test_a_diverging_job_fails_alone_and_the_sweep_lists_it(tmp_path: Path) -> N
     sweep = tmp_path / "sweep"
     result = run_cli(
         "src/train.py", "-m", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "callbacks.figures=null", STEP_LR, "task.module.scheduler.gamma=1e30,1.0", f"hydra.sweep.dir={sweep}", check=False,
+        "callbacks.figures=null", *STEP_LR, "scheduler.gamma=1e30,1.0", f"hydra.sweep.dir={sweep}", check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
     assert (sweep / "1" / "metrics.json").is_file() and not (sweep / "0" / "metrics.json").exists()

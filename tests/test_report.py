@@ -162,7 +162,7 @@ def test_hparams_search_composes_with_every_searched_key_present_in_the_train_co
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/acc_best"
     searched = set(sweeper.params)
-    assert {"task.module.optimizer.lr", "task.module.optimizer.weight_decay", "task.data.batch_size"} <= searched
+    assert {"optimizer.lr", "optimizer.weight_decay", "task.data.batch_size"} <= searched
     assert any(key.startswith("task.data.augment.") for key in searched)
     for key in searched:
         assert OmegaConf.select(cfg, key, default="missing") != "missing", f"{key} is not a key of the train config"
@@ -178,7 +178,7 @@ def test_optuna_search_runs_trials_that_the_report_lists(tmp_path: Path) -> None
     assert "best_params" in yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     report = build_report(sweep)
     [table] = report.tables
-    assert len(table.rows) == 2 and "task.module.optimizer.lr" in table.rows[0].settings
+    assert len(table.rows) == 2 and "optimizer.lr" in table.rows[0].settings
     assert report.best.startswith("Best trial (optuna)")
 
 
@@ -189,11 +189,10 @@ def test_a_diverging_optuna_trial_fails_alone_and_the_search_finishes(tmp_path: 
     shipped = yaml.safe_load((REPO / "conf" / "hparams_search" / "simpsons_optuna.yaml").read_text())["hydra"]["sweeper"]
     sweeper = {
         "direction": "maximize", "n_trials": 2, "max_failure_rate": shipped["max_failure_rate"], "sampler": {"seed": 0},
-        "params": {"task.module.scheduler.gamma": "choice(1e30, 1.0)"},
+        "params": {"scheduler.gamma": "choice(1e30, 1.0)"},
     }  # fmt: skip
-    defaults = [{"override /hydra/sweeper": "optuna"}, {"override /hydra/sweeper/sampler": "random"}]
-    step_lr = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 1, "gamma": 1.0}
-    search = {"defaults": defaults, "optimized_metric": "val/acc_best", "task": {"module": {"scheduler": step_lr}},
+    defaults = [{"override /hydra/sweeper": "optuna"}, {"override /hydra/sweeper/sampler": "random"}, {"override /scheduler": "step"}]
+    search = {"defaults": defaults, "optimized_metric": "val/acc_best", "scheduler": {"step_size": 1},
               "hydra": {"mode": "MULTIRUN", "sweeper": sweeper}}  # fmt: skip
     (tmp_path / "conf" / "hparams_search").mkdir(parents=True)
     (tmp_path / "conf" / "hparams_search" / "diverging.yaml").write_text("# @package _global_\n" + yaml.safe_dump(search))
@@ -204,9 +203,9 @@ def test_a_diverging_optuna_trial_fails_alone_and_the_search_finishes(tmp_path: 
         f"hydra.sweep.dir={sweep}", check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_params"] == {"task.module.scheduler.gamma": 1.0}
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_params"] == {"scheduler.gamma": 1.0}
     failed = (sweep / "failed_jobs.txt").read_text().splitlines()
-    assert len(failed) == 1 and failed[0].startswith("job 1 [task.module.scheduler.gamma=1e+30") and "NonFiniteLossError" in failed[0]
+    assert len(failed) == 1 and failed[0].startswith("job 1 [scheduler.gamma=1e+30") and "NonFiniteLossError" in failed[0]
 
 
 def test_an_optimized_metric_the_run_did_not_log_is_named_with_the_ones_it_did() -> None:

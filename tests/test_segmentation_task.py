@@ -10,12 +10,16 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 from lightning.pytorch.callbacks import Callback
+from omegaconf import open_dict
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from visionbench.data.batch_augment import normalize_uint8
 from visionbench.data.seg_transforms import IGNORE_INDEX
 from visionbench.models.base import AuxOutput
+from visionbench.run import train
 from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores, sliding_window_logits
 
 V = IGNORE_INDEX
@@ -173,3 +177,30 @@ def test_sliding_window_stride_defaults_to_two_thirds_of_the_window() -> None:
     assert window_stride((320, 480), None) == (213, 320)
     assert window_stride((2, 1), None) == (1, 1)  # never 0
     assert window_stride((320, 480), [100, 200]) == (100, 200)
+
+
+def test_slide_prediction_of_a_uint8_batch_equals_that_of_its_normalised_floats() -> None:
+    """Cached pipelines hand uint8 batches to inference (the figure callbacks' fixed samples):
+    they are normalised before the windows, so padding is the mean (0), not black."""
+    torch.manual_seed(0)
+    task = make_task(nn.Conv2d(3, NUM_CLASSES, 3, padding=1), eval_mode="slide", window=(16, 24), stride=(8, 12))
+    images = torch.randint(0, 256, (2, 3, 12, 30), dtype=torch.uint8)  # lower than the window: padded
+    with torch.no_grad():
+        torch.testing.assert_close(task.predict_logits(images), task.predict_logits(normalize_uint8(images)))
+
+
+@pytest.mark.slow
+def test_cached_pipeline_with_slide_evaluation_trains_and_draws_its_validation_figures(compose_cfg, tmp_path) -> None:
+    """The figure callback predicts its fixed samples from the cached (uint8) loader at the end
+    of the first validation; with sliding windows that must not crash."""
+    cfg = compose_cfg([
+        "task=shapes_seg", "model=fcn", "task.data.pipeline=cached", "task.module.eval_mode=slide", *TINY,
+        f"task.data.root={tmp_path / 'shapes_seg'}", "task.data.generator.num_train=8", "task.data.generator.num_val=2",
+        "task.data.generator.height=48", "task.data.generator.width=64", "task.data.crop=[32,64]",
+        "task.data.batch_size=2", "trainer.limit_val_batches=1", "test=false",
+        "callbacks.figures.num_images=1", "callbacks.figures.num_train_images=1", "callbacks.model_summary=null",
+        "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null",  # 45 MB each, beside the point here
+    ])  # fmt: skip
+    with open_dict(cfg):
+        del cfg["hydra"]  # as @hydra.main hands it over
+    assert 0 <= train(cfg)["val/miou_best"] <= 1

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from visionbench.errors import ConfigError
+from visionbench.tasks.optim import budget_without_max_time, uses_time_budget
 
 
 def _is_int(value: Any) -> bool:
@@ -53,8 +54,11 @@ KNOBS = (
     Knob("task.data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", "task.data.batch_size=32"),
     Knob("task.data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0", "task.data.num_workers=2"),
     Knob("task.data.image_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (pixels)", "task.data.image_size=128"),
-    Knob("task.module.optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0", "task.module.optimizer.lr=0.001"),
-    Knob("task.module.optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0", "task.module.optimizer.weight_decay=1e-4"),
+    Knob("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0", "optimizer.lr=0.001"),
+    Knob("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0", "optimizer.weight_decay=1e-4"),
+    Knob("optimizer.norm_weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0 (or null: as weight_decay)", "optimizer.norm_weight_decay=0.0"),
+    Knob("optimizer.momentum", lambda v: _is_number(v) and v >= 0, "a number >= 0", "optimizer.momentum=0.9"),
+    Knob("scheduler.warmup_epochs", lambda v: _is_number(v) and v >= 0, "a number of epochs >= 0 (fractions allowed)", "scheduler.warmup_epochs=0.5"),
 )  # fmt: skip
 
 
@@ -62,6 +66,7 @@ def check_numeric_knobs(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first knob whose value has the wrong type or range.
 
     Absent or null keys are fine (e.g. ``image_size`` on segmentation tasks, ``max_epochs: null``).
+    ``scheduler=budget`` needs ``trainer.max_time``: said here, before any data is prepared.
     """
     for knob in KNOBS:
         value = OmegaConf.select(cfg, knob.key, default=None)
@@ -71,3 +76,5 @@ def check_numeric_knobs(cfg: DictConfig) -> None:
             f"Config key {knob.key} is {value!r} ({type(value).__name__}), but it must be {knob.expected}. "
             f"Fix the override on the command line or in the config file, e.g. `{knob.example}`."
         )
+    if uses_time_budget(cfg.get("scheduler")) and OmegaConf.select(cfg, "trainer.max_time", default=None) is None:
+        raise ConfigError(budget_without_max_time())

@@ -79,11 +79,12 @@ def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
 def find_runs(root: Path) -> list[Run]:
     """Every folder under ``root`` with ``.hydra/config.yaml`` and ``metrics.json`` (finished runs only).
 
-    Folders without metrics (crashed or bench runs) are not runs; folders whose files cannot be
+    Folders without metrics (crashed or bench runs) are not runs, nor are runs stopped by a
+    signal (``metrics.json`` marked ``interrupted``) until resumed; folders whose files cannot be
     read are skipped with a warning that counts and names them, so a half-populated ``logs/``
     never breaks a report or the benchmark.
     """
-    runs, unreadable = [], []
+    runs, unreadable, interrupted = [], [], []
     for config_path in sorted(Path(root).rglob(".hydra/config.yaml")):
         run_dir = config_path.parent.parent
         metrics_path, overrides_path = run_dir / "metrics.json", run_dir / ".hydra" / "overrides.yaml"
@@ -99,6 +100,9 @@ def find_runs(root: Path) -> list[Run]:
         if not isinstance(metrics, dict) or not isinstance(config, dict):
             unreadable.append(run_dir)
             continue
+        if metrics.get("interrupted"):  # stopped by a signal: its numbers are not a finished run's
+            interrupted.append(run_dir)
+            continue
         runs.append(
             Run(
                 path=run_dir,
@@ -109,6 +113,8 @@ def find_runs(root: Path) -> list[Run]:
         )
     if unreadable:
         log.warning("%d run folder(s) under %s skipped (unreadable config or metrics.json): %s", len(unreadable), root, unreadable)
+    if interrupted:
+        log.warning("%d interrupted run(s) under %s skipped until resumed: %s", len(interrupted), root, interrupted)
     return runs
 
 

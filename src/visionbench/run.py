@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
+import signal
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
 
+from visionbench.callbacks.interrupt import INTERRUPTED_CHECKPOINT
+from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.checkpoint import load_checkpoint
 from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.atomic import write_text_atomic
 from visionbench.data.base import VisionDataModule
 from visionbench.errors import ConfigError
+from visionbench.seeding import stream_seed
 from visionbench.tasks.base import VisionTask
+from visionbench.tasks.optim import optimization_arguments
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,7 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
         class_names=datamodule.class_names,
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
+        **optimization_arguments(cfg),  # the top-level optimizer/scheduler groups
         _convert_="partial",
     )
     # Set after instantiation: the config holds `_target_` nodes that instantiate would build.
@@ -71,29 +82,45 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     return task
 
 
+class NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines from a user's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def tidy_lightning_output() -> None:
     """``import lightning`` gives the ``lightning`` logger a console handler of its own, and its
     records also reach the root logger, which Hydra sends to the console and ``train.log``: every
-    Lightning line was printed twice. The root's handlers alone now print them. Lightning 2.6's
+    Lightning line was printed twice. The root's handlers alone now print them, without the
+    advertisements for Lightning's cloud services. Lightning 2.6's
     own use of a pytree API that torch 2.14 deprecates warns at every fit; nothing a user can fix."""
     logging.getLogger("lightning").handlers.clear()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, NoAdvertisements) for f in logger.filters):
+            logger.addFilter(NoAdvertisements())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 class EpochSeed(Callback):
-    """Reseed the global RNGs (augmentation, dropout) from (seed, epoch) at every training epoch.
+    """Reseed the global RNGs (batch augmentation, dropout) from (seed, epoch, rank) at every
+    training epoch.
 
     Lightning checkpoints do not hold RNG states, so without this a run resumed at epoch k
-    would continue from the RNG state of a fresh start, not from the straight run's state.
-    Worker processes kept alive across epochs (``persistent_workers``) keep their own streams.
+    would continue from the RNG state of a fresh start, not from the straight run's state. The
+    rank is part of the key: with one seed on every process, batch position k would get the
+    same augmentation and dropout mask on every GPU, and the global batch would vary less than
+    the single-process run it stands for. Loader workers seed each sample from (seed, epoch,
+    index) themselves (``SeededSamples``).
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch_seed = int(np.random.SeedSequence([self.seed, trainer.current_epoch]).generate_state(1)[0])
-        L.seed_everything(epoch_seed, workers=True, verbose=False)
+        seed = stream_seed(self.seed, trainer.current_epoch, trainer.global_rank)
+        L.seed_everything(seed % 2**32, workers=True, verbose=False)
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -165,7 +192,49 @@ def check_resume(cfg: DictConfig) -> None:
         )
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def log_hyperparams(trainer: L.Trainer, params: dict[str, Any], declared: list[str]) -> None:
+    """Hyperparameters for every logger; TensorBoard's HParams tab also needs the metric tags
+    declared up front. Lightning's ``log_hyperparams(params, metrics)`` declares them by logging
+    each metric's value at step 0, which drew a 0 that no epoch reached at the start of the
+    ``val/acc_best`` and ``test/acc`` curves; the summaries are written without it."""
+    for lg in trainer.loggers:
+        lg.log_hyperparams(params)  # with default_hp_metric=False, TensorBoard only stores them here
+        if isinstance(lg, TensorBoardLogger) and trainer.is_global_zero:
+            writer = lg.experiment._get_file_writer()  # what Lightning's own log_hyperparams writes to
+            for summary in hparams(params, dict.fromkeys(declared, 0.0)):
+                writer.add_summary(summary)
+
+
+def interrupted_exit(cfg: DictConfig, trainer: L.Trainer, stop: BaseException, metrics: dict[str, Any]) -> SystemExit:
+    """The exit of a run ended by a signal: ``metrics.json`` marked interrupted, one line with
+    the command that resumes it, and status 128 + signal number (143 SIGTERM, 130 Ctrl-C), so a
+    scheduler or a sweep never reads an interruption as success."""
+    signum = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
+    out_dir = Path(cfg.paths.output_dir)
+    checkpoint = out_dir / "checkpoints" / f"{INTERRUPTED_CHECKPOINT}.ckpt"
+    if not checkpoint.is_file():
+        checkpoint = out_dir / "checkpoints" / "last.ckpt"
+    metrics["interrupted"] = signum.name
+    if trainer.is_global_zero:
+        write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        if checkpoint.is_file():
+            log.error(
+                "%s stopped the run at epoch %d, step %d; the point reached is saved. Resume with: %s",
+                signum.name, trainer.current_epoch, trainer.global_step, resume_command(checkpoint, out_dir),
+            )  # fmt: skip
+        else:
+            log.error("%s stopped the run before any checkpoint was written; start it again.", signum.name)
+    return SystemExit(128 + signum)
+
+
+def resume_command(checkpoint: Path, run_dir: Path) -> str:
+    """``python <entry point> <this run's overrides> ckpt_path=... hydra.run.dir=...``."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))] if HydraConfig.initialized() else []
+    words = ["python", sys.argv[0], *overrides, f"ckpt_path={checkpoint}", f"hydra.run.dir={run_dir}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
     start = time.perf_counter()
     tidy_lightning_output()
@@ -179,33 +248,66 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     out_dir = Path(cfg.paths.output_dir)
     monitor = cfg.task.monitor
-    declared = {f"{monitor}_best": 0.0, f"test/{monitor.split('/', 1)[1]}": 0.0}
-    params = run_params(cfg, datamodule)
-    for lg in trainer.loggers:
-        # Only TensorBoard takes the declared metrics (its hp_metric); CSV and others take params alone.
-        if isinstance(lg, TensorBoardLogger):
-            lg.log_hyperparams(params, declared)
-        else:
-            lg.log_hyperparams(params)
-    metrics: dict[str, float] = {}
-    if cfg.train:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    log_hyperparams(trainer, run_params(cfg, datamodule), [f"{monitor}_best", f"test/{monitor.split('/', 1)[1]}"])
+    metrics: dict[str, Any] = {}
+    try:
+        if cfg.train:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
+        if cfg.test:
+            trainer.test(task, datamodule=datamodule, ckpt_path=weights_to_test(trainer, cfg.train, f"{monitor}_best" in metrics), weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
+    except SystemExit as stop:  # Lightning's SIGTERMException, or its exit after Ctrl-C
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
         metrics.update(_scalars(trainer.callback_metrics))
-    if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
-            log.warning("No best checkpoint was saved (fast_dev_run or no validation); testing the current weights.")
-        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        metrics.update(_scalars(trainer.callback_metrics))
-    metrics["params"] = count_parameters(task.net)
-    metrics["wall_time_s"] = time.perf_counter() - start
-    metrics["epochs"] = trainer.current_epoch
+        metrics.update(run_extent(trainer, task, start))
+        raise interrupted_exit(cfg, trainer, stop, metrics) from None
+    metrics.update(run_extent(trainer, task, start))
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, TimeToTarget):
+            metrics.update(callback.results())  # null for a threshold never reached
     if trainer.is_global_zero:
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         log.info("Run folder: %s", out_dir)
         if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers) and not trainer.fast_dev_run:
             log.info("TensorBoard: tensorboard --logdir %s", out_dir)  # fast_dev_run (debug=fdr) logs nothing
     return metrics
+
+
+def weights_to_test(trainer: L.Trainer, trained: bool, validated: bool) -> str | None:
+    """The best checkpoint; the weights in memory (``None``) when no validation ran to pick one."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        return best
+    if trained and not validated:
+        log.warning(
+            "No validation ran (training ended after %d step(s), before the first validation: max_steps, max_time "
+            "or limit_val_batches=0), so there is no best checkpoint; testing the weights at the end of training.",
+            trainer.global_step,
+        )
+    elif trained:
+        log.warning("No best checkpoint was saved (fast_dev_run); testing the weights at the end of training.")
+    return None
+
+
+def epochs_trained(trainer: L.Trainer) -> float:
+    """Epochs of training the weights have seen, fractional when the last one was cut short
+    (max_steps, max_time, a signal): Lightning's epoch counter counts a cut epoch as a whole one."""
+    batches = trainer.num_training_batches
+    if not trainer.global_step or not isinstance(batches, int) or batches <= 0:
+        return float(trainer.fit_loop.epoch_progress.current.completed)
+    return round(trainer.global_step * trainer.accumulate_grad_batches / batches, 4)
+
+
+def run_extent(trainer: L.Trainer, task: VisionTask, start: float) -> dict[str, float]:
+    """How far the run got: parameters trained, seconds, epochs and optimizer steps."""
+    return {
+        "params": count_parameters(task.net),
+        "wall_time_s": time.perf_counter() - start,
+        "epochs": epochs_trained(trainer),
+        "steps": trainer.global_step,
+    }
 
 
 def optimized_value(metrics: dict[str, float], key: str | None) -> float | None:

@@ -133,6 +133,8 @@ class ValidationFigures(Callback, ABC):
 
         Runs during validation, so the module is already in eval mode; ``predict_logits``
         (sliding-window segmentation) is used when the task has it, as in its ``validation_step``.
+        The batch skips ``on_after_batch_transfer``: a cached pipeline's images stay uint8 here and
+        the task normalises them (``forward``, ``predict_logits``) as its loaders' hook would.
         """
         samples = self.fixed_val_samples(trainer)
         loader = self._val_loader(trainer)

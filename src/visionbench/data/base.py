@@ -8,14 +8,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Subset
 
 from visionbench.data.sampler import EpochShuffleSampler, EpochTaggedSampler, EvalShardSampler, fixed_order
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A distinct seed for every (run seed, epoch, sample)."""
-    return (seed * 1_000_003 + epoch) * 1_000_003 + index
+from visionbench.seeding import stream_seed
 
 
 class SeededSamples(Dataset):
@@ -37,12 +33,13 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, tagged: int) -> Any:
         """The sample, drawn with the CPU generator seeded for it and restored afterwards (so the
-        main process's own stream is untouched with ``num_workers=0``). 2 us per sample here;
-        ``torch.manual_seed``/``fork_rng`` cost 60-70 us, as they also visit every accelerator."""
+        main process's own stream is untouched with ``num_workers=0``). About 30 us per sample
+        here (the hash), against milliseconds to decode and augment it; ``torch.manual_seed`` and
+        ``fork_rng`` would add 60-70 us more, as they also visit every accelerator."""
         epoch, index = divmod(tagged, len(self))
         generator = torch.default_generator
         state = generator.get_state()
-        generator.manual_seed(sample_seed(self.seed, epoch, index))
+        generator.manual_seed(stream_seed(self.seed, epoch, index))
         try:
             return self.dataset[index]
         finally:
@@ -59,9 +56,9 @@ class SeededSamples(Dataset):
 class VisionDataModule(L.LightningDataModule):
     """Builds its own samplers (the trainer runs with ``use_distributed_sampler=False``).
 
-    Training shuffles from (seed, epoch) alone, so a resumed run replays the same order:
-    ``EpochShuffleSampler`` on one process, a ``DistributedSampler`` under DDP (padding there
-    only repeats a few training samples per epoch, which is harmless); each training sample's
+    Training shuffles from (seed, epoch) alone, so a resumed run replays the same order
+    (``EpochShuffleSampler``, each rank its share; padding under DDP only repeats a few training
+    samples per epoch, which is harmless); each training sample's
     random augmentation is seeded from (seed, epoch, index) (``SeededSamples``). Validation and test use
     disjoint shards so every sample is evaluated exactly once and synced metrics equal the
     1-process value.
@@ -74,14 +71,25 @@ class VisionDataModule(L.LightningDataModule):
         self.seed = seed
         # Set by subclasses for the cached pipeline: uint8 batch -> augmented (train), normalised floats.
         self.batch_transform: Callable[..., Any] | None = None
+        # Set by classification subclasses when MixUp/CutMix is on (``transforms.batch_mix``):
+        # (normalised images, int labels) -> (mixed images, class probabilities), training only.
+        self.batch_mix: Callable[..., Any] | None = None
         self.datasets: dict[str, Dataset] = {}  # "train"/"val"/"test", filled by ``setup``
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Cached pipeline: augment (training only) and normalise the uint8 batch on the device.
-        A bare tensor is the model summary's example input, already a float image batch."""
-        if self.batch_transform is None or isinstance(batch, torch.Tensor):
+        Then, in training only, either pipeline's normalised batch is mixed (``batch_mix``): after
+        every per-image augmentation, as torchvision's recipe mixes collated batches; validation
+        and test keep their integer labels. A bare tensor is the model summary's example input,
+        already a float image batch."""
+        if isinstance(batch, torch.Tensor):
             return batch
-        return self.batch_transform(batch, train=self.trainer.training)
+        training = self.trainer.training
+        if self.batch_transform is not None:
+            batch = self.batch_transform(batch, train=training)
+        if self.batch_mix is not None and training:
+            batch = self.batch_mix(*batch)
+        return batch
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -116,7 +124,6 @@ class VisionDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[Any], Any] | None = None) -> DataLoader:
         rank, world = self._rank_world()
         sampler: Sampler[int]
-        shuffle: EpochShuffleSampler | DistributedSampler
         if self._overfitting():
             # Lightning's overfit_batches swaps any other sampler for a SequentialSampler over the
             # dataset, whose storage order is class by class: the few batches it fits (and
@@ -124,11 +131,7 @@ class VisionDataModule(L.LightningDataModule):
             dataset = Subset(SeededSamples(dataset, self.seed) if train else dataset, fixed_order(len(dataset)))  # type: ignore[arg-type]
             sampler = SequentialSampler(dataset)
         elif train:
-            shuffle = (
-                DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-                if world > 1
-                else EpochShuffleSampler(len(dataset), self.seed)  # type: ignore[arg-type]
-            )
+            shuffle = EpochShuffleSampler(len(dataset), self.seed, rank, world)  # type: ignore[arg-type]
             sampler = EpochTaggedSampler(shuffle, len(dataset))  # type: ignore[arg-type]
             # Workers fetch indices as soon as the loader is iterated, which on resume happens
             # before the fit loop's set_epoch: start at the (restored) epoch already.

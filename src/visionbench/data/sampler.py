@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import Sampler
+
+from visionbench.seeding import stream_seed
 
 
 EVAL_ORDER_SEED = 0
@@ -45,27 +47,39 @@ class EvalShardSampler(Sampler[int]):
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A random permutation that depends only on (seed, epoch), like ``DistributedSampler``.
+    """This rank's share of a random permutation that depends only on (seed, epoch).
 
     A ``RandomSampler`` with a seeded generator draws epoch k's order from the generator's
     state after k epochs, so a run resumed at epoch k (fresh generator) would replay epoch 0's
-    order. The fit loop calls ``set_epoch`` before every epoch, straight or resumed.
+    order. The permutation is seeded with ``stream_seed(seed, epoch)`` rather than
+    ``seed + epoch`` (what ``DistributedSampler`` does), so seed 1's epoch 1 is not seed 2's
+    epoch 0. Under DDP rank r takes positions r, r + world, ... of the permutation, padded by
+    wrapping around (as ``DistributedSampler``) so every rank runs the same number of steps;
+    a few training samples are then seen twice per epoch, which is harmless for training.
+    The fit loop calls ``set_epoch`` before every epoch, straight or resumed.
     """
 
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
+    def __init__(self, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.num_samples = num_samples
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch))
+        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        total = len(self) * self.world_size
+        order += (order * (total // max(len(order), 1) + 1))[: total - len(order)]
+        return iter(order[self.rank : total : self.world_size])
 
     def __len__(self) -> int:
-        return self.num_samples
+        return -(-self.num_samples // self.world_size)
 
 
 class EpochTaggedSampler(Sampler[int]):
@@ -73,7 +87,7 @@ class EpochTaggedSampler(Sampler[int]):
     training sample learns its epoch from the index itself (persistent workers hold their own
     copy of the dataset and never see ``set_epoch``)."""
 
-    def __init__(self, sampler: EpochShuffleSampler | DistributedSampler, num_samples: int) -> None:
+    def __init__(self, sampler: EpochShuffleSampler, num_samples: int) -> None:
         self.sampler = sampler
         self.num_samples = num_samples
         self.epoch = 0

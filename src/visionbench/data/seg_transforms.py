@@ -5,11 +5,13 @@ are always cropped, scaled and flipped identically; masks are resized with neare
 interpolation only, so a mask never gains a value that was not in it (no 7.5 between 5 and 10).
 Images are normalised *before* any padding, so padded image pixels are 0, i.e. the ImageNet
 mean, and padded mask pixels are ``IGNORE_INDEX``: neither the loss nor the metrics see them.
+The cached pipeline runs the same ``train_steps`` on uint8 images, padding with the mean pixel.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,19 +81,28 @@ class SegmentationTransform:
         return img.as_subclass(Tensor), target.as_subclass(Tensor).to(torch.int64)
 
 
-def train_transform(crop: tuple[int, int], aug: SegAugment) -> SegmentationTransform:
-    """[random scale] -> pad to at least ``crop`` -> random ``crop`` -> [random horizontal flip].
+def train_steps(crop: tuple[int, int], aug: SegAugment, image_fill: float | Sequence[float]) -> list[v2.Transform]:
+    """[random scale] -> pad to at least ``crop`` (image ``image_fill``, mask void) -> random
+    ``crop`` -> [random horizontal flip], jointly on a ``tv_tensors`` image and mask.
 
-    Padding instead of dropping images smaller than the crop: the d2l.ai recipe filters them
-    out, which silently removes 350 of VOC's 1464 training images at 320x480.
+    Both pipelines run these steps, so one seeded sample draws the same numbers in the same order
+    (scale, crop offsets, flip) in either. Padding instead of dropping images smaller than the
+    crop: the d2l.ai recipe filters them out, which silently removes 350 of VOC's 1464 training
+    images at 320x480.
     """
     steps: list[v2.Transform] = []
     if aug.enabled and aug.scale_range is not None:
         steps.append(RandomScale(tuple(aug.scale_range)))
-    steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, fill={tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}))
+    fill = {tv_tensors.Image: image_fill, tv_tensors.Mask: IGNORE_INDEX}
+    steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, fill=fill))
     if aug.enabled and aug.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(aug.hflip))
-    return SegmentationTransform(steps)
+    return steps
+
+
+def train_transform(crop: tuple[int, int], aug: SegAugment) -> SegmentationTransform:
+    """``train_steps`` on the normalised image: padding 0.0 is the mean."""
+    return SegmentationTransform(train_steps(crop, aug, 0.0))
 
 
 def eval_transform() -> SegmentationTransform:

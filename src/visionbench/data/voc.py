@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.datasets import VOCSegmentation
+from torchvision.transforms import v2
 
 from visionbench.data.atomic import file_lock
 from visionbench.data.base import VisionDataModule
@@ -34,6 +36,7 @@ from visionbench.data.seg_transforms import (
     SegmentationTransform,
     eval_transform,
     pad_collate,
+    train_steps,
     train_transform,
 )
 from visionbench.errors import CorruptDataError, DataNotFoundError
@@ -221,15 +224,16 @@ def build_segmentation_cache(root: Path, split: str, files: SegmentationFiles) -
 class CachedSegmentationFiles(Dataset):
     """A split served from its cache as uint8 images and int64 masks.
 
-    Training samples are random ``crop``-sized windows (an image smaller than the crop sits at a
-    random offset, padded with ``MEAN_PIXEL``/void, as ``RandomCrop(pad_if_needed=True)`` does);
-    flips and scaling are applied to the whole batch on the device (``SegmentationBatchTransform``).
-    Evaluation samples are the full native image and mask.
+    Training samples go through ``train_steps`` on the uint8 pair at its native size, the per-image
+    path's own random scale, pad (``MEAN_PIXEL``/void), crop and flip: the same numbers drawn in
+    the same order, so a seeded sample equals the per-image one up to uint8 rounding. The scale
+    runs here and not on the device because it needs the whole image, not the crop. Evaluation
+    samples are the full native image and mask.
     """
 
-    def __init__(self, cache: ImageCache, crop: tuple[int, int] | None) -> None:
+    def __init__(self, cache: ImageCache, transform: v2.Compose | None) -> None:
         self.cache = cache
-        self.crop = crop
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -237,20 +241,11 @@ class CachedSegmentationFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         assert self.cache.masks is not None
         h, w = self.cache.sizes[index]
-        image = torch.from_numpy(self.cache.images.read(index))
-        mask = torch.from_numpy(self.cache.masks.read(index)).long()
-        if self.crop is None:
-            return image[:, :h, :w], mask[:h, :w]
-        ch, cw = self.crop
-        top = int(torch.randint(min(0, h - ch), max(0, h - ch) + 1, ()))
-        left = int(torch.randint(min(0, w - cw), max(0, w - cw) + 1, ()))
-        out_image = torch.tensor(MEAN_PIXEL, dtype=torch.uint8).view(3, 1, 1).repeat(1, ch, cw)
-        out_mask = torch.full((ch, cw), IGNORE_INDEX, dtype=torch.int64)
-        # the window [top, top + ch) x [left, left + cw) in image coordinates, clipped to the valid region
-        y0, y1, x0, x1 = max(top, 0), min(top + ch, h), max(left, 0), min(left + cw, w)
-        out_image[:, y0 - top : y1 - top, x0 - left : x1 - left] = image[:, y0:y1, x0:x1]
-        out_mask[y0 - top : y1 - top, x0 - left : x1 - left] = mask[y0:y1, x0:x1]
-        return out_image, out_mask
+        image = torch.from_numpy(self.cache.images.read(index))[:, :h, :w]
+        mask = torch.from_numpy(self.cache.masks.read(index))[:h, :w]
+        if self.transform is not None:
+            image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return image.as_subclass(Tensor), mask.as_subclass(Tensor).long()
 
 
 def pad_collate_uint8(batch: list[tuple[Tensor, Tensor]], size_divisor: int = 32) -> tuple[Tensor, Tensor]:
@@ -271,8 +266,9 @@ class VOCSegmentationDataModule(VisionDataModule):
 
     ``pipeline="pil"`` (the reference) decodes and transforms every pair in the loader;
     ``pipeline="cached"`` decodes each split once into ``<root>/.cache/`` at native resolution
-    (see ``build_segmentation_cache``), crops in the loader (a slice), and flips, scales and
-    normalises whole batches on the device with ``batch_transform`` in ``on_after_batch_transfer``.
+    (see ``build_segmentation_cache``), scales, crops and flips the uint8 pairs in the loader with
+    the per-image path's steps, and normalises whole batches on the device with
+    ``batch_transform`` in ``on_after_batch_transfer``.
 
     Training uses random crops (padded when the image is smaller, never dropped); validation
     and test use full images, batched by ``pad_collate``. VOC publishes no test labels, so the
@@ -303,7 +299,7 @@ class VOCSegmentationDataModule(VisionDataModule):
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.crop = (int(crop[0]), int(crop[1]))
         self.augment = SegAugment(**(augment or {}))
-        self.batch_transform = SegmentationBatchTransform(self.augment) if pipeline == "cached" else None
+        self.batch_transform = SegmentationBatchTransform() if pipeline == "cached" else None
         self.size_divisor = size_divisor
         self.validate = validate
         self.class_names = list(class_names or VOC_CLASSES)
@@ -349,7 +345,7 @@ class VOCSegmentationDataModule(VisionDataModule):
         self.datasets = {
             stage_: CachedSegmentationFiles(
                 build_segmentation_cache(self.root, self.splits[stage_], stage_files),
-                self.crop if stage_ == "train" else None,
+                v2.Compose(train_steps(self.crop, self.augment, MEAN_PIXEL)) if stage_ == "train" else None,
             )
             for stage_, stage_files in files.items()
         }

@@ -15,6 +15,7 @@ from torchmetrics import MaxMetric, MinMetric
 from visionbench.data.batch_augment import normalize_uint8
 from visionbench.errors import VisionbenchError
 from visionbench.models.base import AuxOutput
+from visionbench.tasks.optim import configure
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -45,6 +46,7 @@ class VisionTask(L.LightningModule):
         monitor_mode: str = "min",
         channels_last: bool = False,
         compile: bool = False,
+        norm_weight_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -52,6 +54,7 @@ class VisionTask(L.LightningModule):
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.norm_weight_decay = norm_weight_decay  # null: norm layers and biases decay like the rest
         self.monitor = monitor
         self.monitor_mode = monitor_mode
         self.channels_last = channels_last
@@ -76,11 +79,16 @@ class VisionTask(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def on_train_start(self) -> None:
-        if self.trainer.ckpt_path is None:  # the sanity check's value must not count as the best
-            self.val_best.reset()
-
     def log_best(self, value: Tensor) -> None:
+        """Fold one validation pass's monitored value into ``<monitor>_best``.
+
+        The best is over complete validation passes only: Lightning's sanity check scores a
+        couple of batches (before training, and again with the restored weights on resume), a
+        value no epoch reached, so it is left out. The running best is saved in checkpoints,
+        so a resumed run continues it.
+        """
+        if self.trainer.sanity_checking:
+            return
         self.val_best.update(value)
         self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True)
 
@@ -142,11 +150,8 @@ class VisionTask(L.LightningModule):
             )
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"}}
+        """The optimizer and its schedule, stepped per optimizer step (``visionbench.tasks.optim``)."""
+        return configure(self, self.optimizer_factory, self.scheduler_factory, self.norm_weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite_weights()  # raised before Lightning writes the file

@@ -50,13 +50,17 @@ class ClassificationTask(VisionTask):
         self.test_loss = MeanMetric()
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy against class indices (N,) or, for MixUp/CutMix batches, class
+        probabilities (N, num_classes); ``label_smoothing`` applies to both."""
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits, loss = self.training_loss(x, y)
         self.check_finite(loss, batch_idx)
-        self.train_metrics.update(logits.detach(), y)
+        # Mixed batches (task.data.augment.mixup/cutmix) carry class probabilities: training
+        # accuracy counts a prediction of the dominant class as right.
+        self.train_metrics.update(logits.detach(), y.argmax(dim=1) if y.ndim == 2 else y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from visionbench.data.batch_augment import normalize_uint8
 from visionbench.data.seg_transforms import IGNORE_INDEX
 from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
@@ -48,7 +49,8 @@ def window_stride(window: tuple[int, int], stride: tuple[int, int] | None) -> tu
 def sliding_window_logits(
     net: nn.Module, x: Tensor, window: tuple[int, int], stride: tuple[int, int], num_classes: int
 ) -> Tensor:
-    """Logits of ``x`` averaged over overlapping ``window`` tiles placed every ``stride`` pixels.
+    """Logits of the normalised float images ``x`` averaged over overlapping ``window`` tiles
+    placed every ``stride`` pixels.
 
     The last tile of each axis is aligned with the image edge so every pixel is covered; an
     image smaller than the window is zero-padded (the mean after normalisation) and cropped back.
@@ -111,6 +113,11 @@ class SegmentationTask(VisionTask):
         return loss
 
     def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits as evaluation computes them. A uint8 batch (the cached pipeline's, e.g. the figure
+        callbacks' fixed samples, which skip ``on_after_batch_transfer``) is normalised first, so
+        windows pad with the mean (0) and accumulate floats."""
+        if x.dtype == torch.uint8:
+            x = normalize_uint8(x)
         if self.eval_mode == "slide":
             return sliding_window_logits(self, x, self.window, self.stride, self.num_classes)
         return self(x)

@@ -1,0 +1,92 @@
+"""One line per training epoch in the log, for runs nobody watches on a terminal.
+
+The rich progress bar draws only on a terminal: under SLURM, ``nohup``, CI or ``| tee`` a run
+printed its model summary and then nothing for hours. This callback logs (Hydra sends it to
+``train.log`` and stdout) the epoch, the training loss, the monitored metric and its best, the
+training images/s, the elapsed time and an estimate of the time left.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, Timer
+
+log = logging.getLogger(__name__)
+
+
+def clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+class EpochProgressLog(Callback):
+    """Logs ``epoch 3/10 | train/loss 0.812 | val/acc 0.642 (best 0.671) | 142 img/s | elapsed 0:04:12 | left ~0:09:48``."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self._fit_start = 0.0
+        self._epoch_start = 0.0
+        self._train_time = 0.0
+        self._images = 0
+        self._epochs_run = 0
+        self._validated = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+        self._epochs_run = 0
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch gets no epoch start
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_time, self._images, self._validated = 0.0, 0, False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._images += len(batch[1]) * trainer.world_size
+        self._train_time = time.perf_counter() - self._epoch_start  # up to the last step: validation excluded
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = self._validated or not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epochs_run += 1
+        if trainer.is_global_zero:
+            log.info(self.line(trainer))
+
+    def line(self, trainer: L.Trainer) -> str:
+        metrics = trainer.callback_metrics
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"epoch {trainer.current_epoch + 1}{epochs}"]
+        loss = metrics.get("train/loss_epoch", metrics.get("train/loss"))
+        if loss is not None:
+            parts.append(f"train/loss {float(loss):.4f}")
+        best = metrics.get(f"{self.monitor}_best")
+        if self._validated and self.monitor in metrics:
+            parts.append(f"{self.monitor} {float(metrics[self.monitor]):.4f}" + (f" (best {float(best):.4f})" if best is not None else ""))
+        else:
+            parts.append("no validation this epoch")
+        if self._train_time > 0:
+            parts.append(f"{self._images / self._train_time:.1f} img/s")
+        elapsed = time.perf_counter() - self._fit_start
+        parts.append(f"elapsed {clock(elapsed)}")
+        left = self.time_left(trainer, elapsed)
+        if left is not None:
+            parts.append(f"left ~{clock(left)}")
+        return " | ".join(parts)
+
+    def time_left(self, trainer: L.Trainer, elapsed: float) -> float | None:
+        """Seconds to the nearest end the trainer knows (max_epochs, max_steps, max_time), at this run's pace."""
+        per_epoch = elapsed / max(self._epochs_run, 1)
+        remaining = []
+        if trainer.max_epochs and trainer.max_epochs > 0:
+            remaining.append(per_epoch * max(trainer.max_epochs - trainer.current_epoch - 1, 0))
+        if trainer.max_steps > 0 and trainer.num_training_batches:
+            steps_per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
+            remaining.append(per_epoch * max(trainer.max_steps - trainer.global_step, 0) / steps_per_epoch)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+        if timer is not None and timer.time_remaining() is not None:
+            remaining.append(max(timer.time_remaining(), 0.0))
+        return min(remaining) if remaining else None

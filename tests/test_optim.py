@@ -1,0 +1,161 @@
+"""Optimisers and learning-rate schedules come from the top-level ``optimizer``/``scheduler`` config
+groups; schedules are stepped per optimizer step, with a linear warmup counted in epochs."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from visionbench.config_checks import check_numeric_knobs
+from visionbench.errors import ConfigError
+from visionbench.tasks.classification import ClassificationTask
+from visionbench.tasks.optim import optimization_arguments
+
+
+def tiny_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def tiny_task(cfg: DictConfig) -> ClassificationTask:
+    """The task ``build_task`` makes from ``cfg``'s optimizer and scheduler, on a tiny network."""
+    return ClassificationTask(tiny_net(), num_classes=2, **optimization_arguments(cfg))
+
+
+class LearningRates(Callback):
+    """The learning rate of each optimizer step, as the optimizer holds it when the step's batch starts."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def fit_lrs(task: ClassificationTask, batches: int, *callbacks: Callback, **trainer_args: Any) -> list[float]:
+    """Fit ``task`` on ``batches`` random batches per epoch (no validation) and return each step's lr."""
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(2 * batches, 3, 8, 8), torch.randint(0, 2, (2 * batches,))), batch_size=2)
+    recorder = LearningRates()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[recorder, *callbacks], **{"max_epochs": 1, **trainer_args},
+    )  # fmt: skip
+    trainer.fit(task, train_dataloaders=data)
+    return recorder.lrs
+
+
+def test_cosine_warms_up_linearly_then_anneals_to_zero_within_one_epoch(compose_cfg) -> None:
+    cfg = compose_cfg(["optimizer=sgd", "optimizer.lr=0.1", "scheduler=cosine", "scheduler.warmup_epochs=0.5"])
+    lrs = fit_lrs(tiny_task(cfg), batches=8)  # half an epoch of warmup = 4 of the 8 steps
+    warmup = [0.1 * (0.01 + 0.99 * k / 4) for k in range(4)]  # from 1 % of the lr
+    cosine = [0.1 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]  # over the 4 steps left
+    assert lrs == pytest.approx(warmup + cosine, rel=1e-6)
+    assert max(lrs) == pytest.approx(0.1) and lrs.index(max(lrs)) == 4
+
+
+def test_step_schedule_keeps_epoch_milestones_while_stepping_per_step(compose_cfg) -> None:
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"])
+    lrs = fit_lrs(tiny_task(cfg), batches=3, max_epochs=3)
+    assert lrs == pytest.approx([0.1] * 3 + [0.05] * 3 + [0.025] * 3)
+
+
+def test_poly_decays_to_zero_at_the_last_step_after_a_fractional_warmup(compose_cfg) -> None:
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=poly", "scheduler.power=1.0", "scheduler.warmup_epochs=0.25"])
+    lrs = fit_lrs(tiny_task(cfg), batches=4, max_epochs=2)  # 8 steps: 1 of warmup, then 7 of linear decay
+    assert lrs == pytest.approx([0.001] + [0.1 * (1 - k / 7) for k in range(7)], rel=1e-6)
+
+
+def test_onecycle_rises_from_lr_over_div_factor_to_lr_over_its_warmup(compose_cfg) -> None:
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=onecycle", "scheduler.warmup_epochs=0.5"])
+    lrs = fit_lrs(tiny_task(cfg), batches=8)
+    assert lrs[0] == pytest.approx(0.1 / 25) and max(lrs) == pytest.approx(0.1)
+    assert lrs[:4] == sorted(lrs[:4]) and lrs[3:] == sorted(lrs[3:], reverse=True)
+
+
+def test_sgd_with_momentum_and_nesterov_from_the_command_line(compose_cfg) -> None:
+    cfg = compose_cfg(["optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9", "optimizer.nesterov=true"])
+    optimizer = tiny_task(cfg).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (optimizer.defaults["lr"], optimizer.defaults["momentum"], optimizer.defaults["nesterov"]) == (0.1, 0.9, True)
+
+
+def test_norm_weight_decay_zero_exempts_norm_weights_and_biases(compose_cfg) -> None:
+    cfg = compose_cfg(["optimizer=adamw", "optimizer.weight_decay=0.05", "optimizer.norm_weight_decay=0.0"])
+    task = tiny_task(cfg)
+    conv, norm, linear = task.net[0], task.net[1], task.net[5]
+    decayed, exempt = task.configure_optimizers().param_groups
+    assert {id(p) for p in decayed["params"]} == {id(conv.weight), id(linear.weight)} and decayed["weight_decay"] == 0.05
+    assert {id(p) for p in exempt["params"]} == {id(conv.bias), id(norm.weight), id(norm.bias), id(linear.bias)}
+    assert exempt["weight_decay"] == 0.0
+
+
+def test_norm_weight_decay_null_keeps_one_group_with_the_optimizers_weight_decay(compose_cfg) -> None:
+    task = tiny_task(compose_cfg(["optimizer=adamw", "optimizer.weight_decay=0.05"]))
+    [group] = task.configure_optimizers().param_groups
+    assert len(group["params"]) == len(list(task.parameters())) and group["weight_decay"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("task", "reference"),
+    [
+        ("simpsons", torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.001, weight_decay=0.0)),
+        ("shapes", torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.001, weight_decay=0.0)),
+        ("voc", torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.001, weight_decay=0.001)),
+        ("shapes_seg", torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.001, weight_decay=0.0)),
+    ],
+)  # fmt: skip
+def test_each_task_keeps_its_reference_optimizer_and_no_schedule(compose_cfg, task: str, reference: torch.optim.Optimizer) -> None:
+    """The settings each task had before the optimizer became a config group, so a seed gives the same numbers."""
+    optimizer = tiny_task(compose_cfg([f"task={task}"])).configure_optimizers()  # an optimizer alone: no schedule
+    assert type(optimizer) is type(reference) and optimizer.defaults == reference.defaults
+    assert len(optimizer.param_groups) == 1
+
+
+def test_the_users_optimizer_wins_over_the_tasks(compose_cfg) -> None:
+    cfg = compose_cfg(["task=voc", "optimizer=adamw"])
+    assert cfg.optimizer._target_ == "torch.optim.AdamW"
+
+
+def test_budget_without_max_time_is_a_config_error_naming_the_key(compose_cfg) -> None:
+    cfg = compose_cfg(["task=shapes", "scheduler=budget"])
+    with pytest.raises(ConfigError, match=r"scheduler=budget .*trainer\.max_time=00:00:15:00"):
+        check_numeric_knobs(cfg)  # at config time, before any data is prepared
+    with pytest.raises(ConfigError, match=r"trainer\.max_time=00:00:15:00"):
+        fit_lrs(tiny_task(cfg), batches=2)  # and where the schedule is built
+
+
+class Clock:
+    """A monotonic clock the test moves: each optimizer step takes ``step_seconds``."""
+
+    def __init__(self, step_seconds: float) -> None:
+        self.now = 1000.0
+        self.step_seconds = step_seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class StepTakes(Callback):
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        self.clock.now += self.clock.step_seconds
+
+
+def test_budget_decays_the_lr_linearly_with_elapsed_time_and_the_budget_ends_the_run(compose_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(step_seconds=90)  # 10 steps fill the 15-minute budget
+    monkeypatch.setattr("lightning.pytorch.callbacks.timer.time", SimpleNamespace(monotonic=clock))
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=budget", "trainer.max_time=00:00:15:00", "trainer.max_epochs=-1"])
+    check_numeric_knobs(cfg)
+    lrs = fit_lrs(tiny_task(cfg), 12, StepTakes(clock), max_time=cfg.trainer.max_time, max_epochs=-1)
+    assert lrs == pytest.approx([0.1 * (1 - 90 * k / 900) for k in range(10)])  # step k starts k x 90 s in
