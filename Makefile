@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench report tensorboard data-simpsons data-voc clean
+.PHONY: install test demo bench report tensorboard data-simpsons data-voc clean-cache clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ data-voc:  ## where PASCAL VOC2012 goes (not downloaded: the machines are offlin
 	@echo "   ImageSets/Segmentation/train_aug.txt into data/voc/VOCdevkit/VOC2012/, then task.data.train_split=train_aug"
 	@echo "4. Check every file once: $(PY) src/prepare.py task=voc task.data.validate=true"
 	@echo "No download needed for the built-in stand-in: $(PY) src/train.py task=shapes_seg model=fcn"
+
+clean-cache: $(STAMP)  ## remove the caches the task's current settings do not read: make clean-cache TASK=simpsons (ALL=1: every cache)
+	$(PY) src/prepare.py task=$(or $(TASK),simpsons) clean_cache=$(if $(ALL),all,true)
 
 clean:
 	rm -rf logs/train logs/debug logs/eval

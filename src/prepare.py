@@ -1,7 +1,8 @@
-"""Import a dataset download and build its deterministic split manifest.
+"""Import a dataset download and build its deterministic split manifest, or clean its caches.
 
     python src/prepare.py task=simpsons source=$HOME/Downloads/archive.zip
     python src/prepare.py task=shapes
+    python src/prepare.py task=simpsons clean_cache=true   # or clean_cache=all
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
-from visionbench.data.prepare import import_source, print_counts
+from visionbench.data.prepare import clean_cache, import_source, print_counts
 
 
 def prepare(cfg: DictConfig) -> None:
+    if cfg.clean_cache:
+        datamodule = instantiate(cfg.task.data, pipeline="cached", _convert_="all")  # the caches it would read
+        print(clean_cache(Path(datamodule.root), cfg.clean_cache, datamodule))
+        return
     datamodule = instantiate(cfg.task.data, _convert_="all")
     if cfg.source is not None:
         import_source(Path(cfg.source).expanduser(), Path(datamodule.root))

@@ -59,3 +59,11 @@ def make_kaggle_download(base: Path, kaggle_test: bool = True) -> Path:
                 seed += 1
                 _image(seed).save(test / f"{label}_{i}.jpg", quality=90)
     return base
+
+
+def flat_copy(download: Path, target: Path, nested_duplicate: bool = False) -> Path:
+    """The class folders of ``download`` copied without their parent (``target/homer_simpson/pic_0000.jpg``),
+    as many users hold the data after unpacking or copying it; with or without the archive's nested duplicate."""
+    ignore = None if nested_duplicate else shutil.ignore_patterns("simpsons_dataset")
+    shutil.copytree(download / "simpsons_dataset", target, ignore=ignore)
+    return target

@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ def events(log_dir: Path) -> EventAccumulator:
 
 
 def test_classification_run_logs_scalars_figures_hparams_and_layer_summary(multirun: Path) -> None:
-    acc = events(multirun / "0" / "tensorboard")
+    acc = events(multirun / "0" / "tensorboard" / "model=cnn,seed=1")
     tags = acc.Tags()
     assert {"val/acc", "val/acc_best", "val/loss", "test/acc"} <= set(tags["scalars"])
     assert {"train/samples", "val/predictions", "val/confusion_matrix", "val/per_class_accuracy"} <= set(tags["images"])
@@ -42,6 +43,20 @@ def test_classification_run_logs_scalars_figures_hparams_and_layer_summary(multi
     assert len(acc.Images("train/samples")) == 1  # once per fit
     assert "model/summary/text_summary" in tags["tensors"]
     assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+    assert acc.Scalars("val/acc_best")[0].step > 0  # no placeholder value at step 0
+
+
+def test_a_sweeps_tensorboard_runs_are_named_by_what_differs_and_lead_with_the_key_hyperparameters(multirun: Path) -> None:
+    runs = sorted(str(p.relative_to(multirun)) for p in multirun.glob("*/tensorboard/*") if p.is_dir())
+    assert runs == [
+        "0/tensorboard/model=cnn,seed=1", "1/tensorboard/model=cnn,seed=2",
+        "2/tensorboard/model=resnet_small,seed=1", "3/tensorboard/model=resnet_small,seed=2",
+    ]  # fmt: skip
+    hparams = yaml.safe_load((multirun / "0" / "tensorboard" / "model=cnn,seed=1" / "hparams.yaml").read_text())
+    assert {"model.name", "task.name", "seed", "optimizer", "optimizer.lr", "scheduler", "task.data.batch_size"} <= set(hparams)
+    assert hparams["optimizer"] == "Adam" and hparams["scheduler"] == "none" and "task.data.augment.degrees" in hparams
+    assert "callbacks.throughput.warmup_steps" in hparams  # set on the command line, so shown
+    assert not any(key.startswith(("callbacks.model_checkpoint", "paths.")) for key in hparams)  # the rest of the config is not
 
 
 class RandomSegmentation(Dataset):

@@ -3,6 +3,7 @@ non-finite loss stops cleanly, manifests are written atomically, checkpoints loa
 
 from __future__ import annotations
 
+import signal
 import stat
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import torch
 from conftest import STEP_LR, TINY, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from kaggle_fixture import make_kaggle_download
 from omegaconf import DictConfig, open_dict
 from torch import nn
@@ -171,6 +174,16 @@ def test_slurm_launcher_config_follows_the_trainer_nodes_and_devices() -> None:
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
     assert launcher.timeout_min > 0
+
+
+def test_trainer_slurm_requeues_through_lightnings_slurm_environment_on_sigusr1() -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("train", overrides=["trainer=slurm", "task=shapes"])
+    GlobalHydra.instance().clear()
+    environment = instantiate(cfg.trainer.plugins[0])
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+    assert environment.requeue_signal == signal.SIGUSR1 and cfg.trainer.strategy.process_group_backend == "nccl"
 
 
 def test_the_data_preparation_lock_makes_another_process_wait(tmp_path: Path) -> None:

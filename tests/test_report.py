@@ -227,3 +227,14 @@ def test_unreadable_run_folders_are_skipped_with_a_counted_warning(tmp_path: Pat
     runs = find_runs(tmp_path)
     assert [r.path.name for r in runs] == ["good"] and runs[0].group_name("model") == "cnn" and runs[0].seed == 1
     assert "1 run folder(s)" in caplog.text and "corrupt" in caplog.text
+
+
+def test_time_to_target_columns_say_how_many_seeds_reached_a_threshold_instead_of_averaging_the_others_away(tmp_path: Path) -> None:
+    for seed, seconds in ((1, 120.0), (2, None), (3, 180.0)):
+        run = tmp_path / str(seed)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}}))
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}", "model=cnn"]))
+        (run / "metrics.json").write_text(json.dumps({"test/acc": 0.5, "time_to/val/acc@0.5": seconds, "time_to/val/acc@0.9": None}))
+    text = markdown(build_report(tmp_path))
+    assert "150 ± 42 (2/3 reached)" in text and "not reached" in text

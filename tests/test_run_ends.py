@@ -5,7 +5,6 @@ every epoch leaves a line a log file can show."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import REPO, TINY
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -111,3 +111,15 @@ def test_time_to_target_keeps_the_first_pass_reaching_each_threshold_and_is_mono
     assert [results[f"images_to/val/acc@{t}"] for t in ("0.5", "0.8")] == [2 * 10 * 4 * 2, 4 * 10 * 4 * 2]  # both ranks' images
     times = [results[f"time_to/val/acc@{t}"] for t in ("0.5", "0.8", "0.9")]
     assert times == sorted(times) and logged["epochs_to/val/acc@0.5"] == 2.0
+
+
+def test_ema_weights_are_the_ones_checkpointed_and_tested(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(["task=shapes", "model=resnet_small", *TINY, "callbacks.figures=null", "ema_decay=0.5"])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    train(cfg)
+    best = next((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    weights = [k for k in averaged if k.startswith("net.") and averaged[k].is_floating_point()]
+    assert weights and any(not torch.equal(averaged[k], current[k]) for k in weights)  # the average, not the raw weights

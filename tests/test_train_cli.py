@@ -36,7 +36,7 @@ def test_a_run_folder_holds_config_events_checkpoints_and_metrics(multirun: Path
     run = multirun / "0"
     config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     assert config["model"]["name"] == "cnn" and config["task"]["name"] == "shapes"
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "model=cnn,seed=1").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.ckpt").is_file() and list((run / "checkpoints").glob("epoch_*.ckpt"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert "val/acc_best" in metrics

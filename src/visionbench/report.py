@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 
 from visionbench.errors import DataNotFoundError
 from visionbench.sweep import FAILED_JOB_LINE, FAILED_JOBS
+from visionbench.targets import TIME_TO
 
 SEED = "seed"
 NOT_A_SETTING = {SEED, "ckpt_path"}  # a resumed job (ckpt_path=..., same folder) is still its sweep's job
@@ -108,7 +109,11 @@ def find_runs(root: Path) -> list[Run]:
                 path=run_dir,
                 overrides=_parse_overrides(overrides or []),
                 config=config,
-                metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                metrics={
+                    k: math.nan if v is None else float(v)  # a target never reached is null: NaN, not absent
+                    for k, v in metrics.items()
+                    if (isinstance(v, (int, float)) and not isinstance(v, bool)) or (v is None and k.startswith(TIME_TO))
+                },
             )
         )
     if unreadable:
@@ -134,15 +139,26 @@ class Stat:
 
     mean: float
     std: float | None
+    missing: int = 0  # runs of the row that never reached the value (time to target: NaN)
+    runs: int = 1
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+        """Over the runs that have a value; a time to target that some seeds never reached is not
+        averaged as if they had: the cell says how many reached it."""
+        present = [v for v in values if not math.isnan(v)]
+        if not present:
+            return cls(math.nan, None, len(values), len(values))
+        std = statistics.stdev(present) if len(present) > 1 else None
+        return cls(statistics.fmean(present), std, len(values) - len(present), len(values))
 
     def format(self, digits: int) -> str:
         """``mean ± std``; counts (``digits == 0``) that agree across seeds show no ``± 0``."""
+        if math.isnan(self.mean):
+            return "not reached"
         text = f"{self.mean:.{digits}f}"
-        return text if self.std is None or (digits == 0 and self.std == 0) else f"{text} ± {self.std:.{digits}f}"
+        text = text if self.std is None or (digits == 0 and self.std == 0) else f"{text} ± {self.std:.{digits}f}"
+        return f"{text} ({self.runs - self.missing}/{self.runs} reached)" if self.missing else text
 
 
 @dataclass
@@ -210,7 +226,8 @@ def _reported_metrics(runs: Sequence[Run]) -> list[str]:
     best = sorted(k for k in names if k.startswith("val/") and k.endswith("_best"))
     test = sorted(k for k in names if k.startswith("test/"))
     cost = [k for k in ("params", "epochs", "wall_time_s") if any(k in r.metrics for r in runs)]
-    return best + test + cost
+    targets = sorted({k for r in runs for k in r.metrics if k.startswith(TIME_TO)}, key=lambda k: float(k.rsplit("@", 1)[1]))
+    return best + test + cost + targets
 
 
 def _primary_metric(runs: Sequence[Run], metrics: Sequence[str]) -> str:
@@ -281,7 +298,7 @@ def build_report(root: Path) -> Report:
 
 
 def _digits(metric: str) -> int:
-    return 0 if metric in ("params", "epochs") else 1 if metric == "wall_time_s" else 4
+    return 0 if metric in ("params", "epochs") or metric.startswith(TIME_TO) else 1 if metric == "wall_time_s" else 4
 
 
 def write_csv(table: Table, path: Path) -> None:

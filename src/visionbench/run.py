@@ -15,8 +15,10 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -135,7 +137,15 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(EpochSeed(cfg.seed))
-    loggers: list[Logger] = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    if cfg.get("ema_decay") is not None:
+        # Validation sees the averaged weights, checkpoints hold them, so the test scores them too.
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
+    label = sweep_label()  # TensorBoard names a sweep's runs by what differs, not by job number alone
+    loggers: list[Logger] = [
+        instantiate(lg, version=label) if label and lg.get("_target_", "").endswith("TensorBoardLogger") else instantiate(lg)
+        for lg in (cfg.get("logger") or {}).values()
+        if lg is not None
+    ]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
@@ -154,10 +164,46 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+# What TensorBoard's HParams tab shows, in this order: the choices that decide a number.
+KEY_PARAMS = (
+    "model.name", "task.name", "seed", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum",
+    "scheduler", "scheduler.warmup_epochs", "task.data.batch_size", "task.data.image_size", "trainer.max_epochs",
+    "trainer.max_time", "trainer.precision", "task.module.label_smoothing", "ema_decay", "channels_last", "task.data.pipeline",
+)  # fmt: skip
+
+
 def run_params(cfg: DictConfig, datamodule: VisionDataModule) -> dict[str, Any]:
-    """The hyperparameters a run logs: its config, with the number of classes its data really has
-    (``task.num_classes`` is the reference split's, for summary.py and the bench)."""
-    return {**flat_params(cfg), "task.num_classes": datamodule.num_classes}
+    """The hyperparameters a run logs: ``KEY_PARAMS``, every augmentation key, every key set on the
+    command line, and the number of classes the data really has (``task.num_classes`` is the
+    reference split's, for summary.py and the bench). The whole config stays in
+    ``.hydra/config.yaml``; logged flat, its ~150 keys buried these under callback targets."""
+    flat = flat_params(cfg)
+    flat["optimizer"] = _target_name(cfg.get("optimizer"))
+    flat["scheduler"] = _target_name(cfg.get("scheduler")).removesuffix("_schedule") or "none"
+    overridden = [o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    keys = [*KEY_PARAMS, *(k for k in flat if k.startswith("task.data.augment.")), *overridden, *(f"{k}.name" for k in overridden)]
+    params = {k: flat[k] for k in dict.fromkeys(keys) if k in flat}
+    return {**params, "task.num_classes": datamodule.num_classes}
+
+
+def _target_name(node: Any) -> str:
+    """``torch.optim.AdamW`` -> ``AdamW``; '' for a node without a target."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    return str(target).rsplit(".", 1)[-1] if target else ""
+
+
+def sweep_label() -> str | None:
+    """In a multirun, what this job sets differently from the others (``model=resnet_small,seed=2,lr=0.003``),
+    from the command line's sweeps and the Optuna search space; ``None`` in a single run."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    swept |= set((OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}).keys())
+    job = dict(o.lstrip("+~").split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
+    parts = [f"{key.rsplit('.', 1)[-1]}={job[key]}" for key in job if key in swept]
+    return ",".join(parts) or None
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -38,6 +38,8 @@ class ClassificationFigures(ValidationFigures):
 
     def draw_train_samples(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         images, labels = batch[0][: self.num_train_images], batch[1][: self.num_train_images]
+        if labels.ndim == 2:  # mixup/cutmix: class probabilities, titled by the dominant class
+            labels = labels.argmax(1)
         names = class_names(pl_module, pl_module.num_classes)
         add_figure(writer, "train/samples", sample_grid(unnormalize(images), [names[int(y)] for y in labels]), trainer.global_step)
 

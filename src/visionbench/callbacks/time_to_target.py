@@ -9,10 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-
-def target_key(kind: str, monitor: str, threshold: float) -> str:
-    """``time_to/val/acc@0.8``, ``epochs_to/...``, ``images_to/...``."""
-    return f"{kind}_to/{monitor}@{threshold:g}"
+from visionbench.targets import target_key
 
 
 class TimeToTarget(Callback):

@@ -2,12 +2,14 @@
 into a raw (N, 3, H, W) uint8 file that an ``np.memmap`` can open, so epochs never decode again.
 
 Layout under ``<root>/.cache/``: ``<name>-<key>.images.u8`` (+ ``.masks.u8`` for segmentation)
-and ``<name>-<key>.json``. ``key`` hashes what the content depends on (the manifest or file list
-with sizes and mtimes, the target size, the decode rule); a change of any of them gives a new
-key, so a stale cache is never read, and superseded files of the same ``name`` are removed.
-Every file is written to a temporary name and renamed into place (``atomic_path``), and the
-JSON is written last: a build interrupted at any point leaves no JSON for its key, so the
-next run rebuilds instead of trusting half-written pixels.
+and ``<name>-<key>.json``. ``key`` hashes what the content depends on (the split's file names,
+sizes and mtimes, the manifest, the target size, the decode rule); a change of any of them gives
+a new key, so a stale cache is never read. Caches of other keys are never deleted automatically:
+a parallel job with other settings (a sweep over ``image_size``) may be reading them. Each build
+logs the folder's size instead, and ``remove_caches`` (``prepare.py clean_cache=true``) deletes
+them on request, under the builders' lock. Every file is written to a temporary name and renamed
+into place (``atomic_path``), and the JSON is written last: a build interrupted at any point leaves
+no JSON for its key, so the next run rebuilds instead of trusting half-written pixels.
 
 Samples are read with ``os.pread`` into fresh buffers rather than through a mapping: mapped
 pages would count towards the process's RSS and grow it with the dataset; ``pread`` goes through
@@ -21,15 +23,18 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from PIL import Image
 from rich.progress import track
 from torch import Tensor
@@ -47,6 +52,9 @@ FORMAT_VERSION = 1  # bump when the decode rule changes: old caches then get a n
 # the PIL path (which pads after normalising, with exactly 0); off by at most half a grey level.
 MEAN_PIXEL = tuple(round(m * 255) for m in IMAGENET_MEAN)
 PIPELINES = ("pil", "cached")
+# <name>-<key>.{images.u8,masks.u8,json}; keys are hex, names may hold '-' (seg-train)
+CACHE_FILE = re.compile(r"(?P<stem>(?P<name>.+)-[^-.]+)\.(?:images\.u8|masks\.u8|json)")
+_PLANNED: ContextVar[set[str] | None] = ContextVar("planned caches", default=None)
 
 
 def check_pipeline(pipeline: str) -> str:
@@ -73,6 +81,15 @@ def files_digest(paths: Iterable[Path]) -> str:
 
 def cache_key(*parts: object) -> str:
     return hashlib.sha1(json.dumps([FORMAT_VERSION, *parts], default=str).encode()).hexdigest()[:16]
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
 
 
 def decode_resized(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -102,6 +119,14 @@ class CacheFiles:
     def of(cls, root: Path, name: str, key: str) -> CacheFiles:
         stem = root / CACHE_DIR / f"{name}-{key}"
         return cls(Path(f"{stem}.images.u8"), Path(f"{stem}.masks.u8"), Path(f"{stem}.json"))
+
+    def size(self) -> int:
+        return sum(path.stat().st_size for path in (self.images, self.masks, self.meta) if path.is_file())
+
+
+def _lock(root: Path, name: str) -> FileLock:
+    """The one lock of cache ``name``: taken by its builders and by ``remove_caches``."""
+    return file_lock(root / CACHE_DIR / f".{name}.lock")
 
 
 class ArrayFile:
@@ -172,15 +197,25 @@ def build_cache(
 
     ``decode(i)`` returns item ``i`` at most ``canvas`` = (H, W) in size; smaller items are stored
     top-left and padded (images with ``MEAN_PIXEL``, masks with 255), their size kept in the JSON.
+    Inside ``planned_caches()`` nothing is read or built: see there.
     """
     files = CacheFiles.of(root, name, key)
-    with file_lock(root / CACHE_DIR / f".{name}.lock"):
+    planned = _PLANNED.get()
+    if planned is not None:
+        planned.add(f"{name}-{key}")
+        return ImageCache(ArrayFile(files.images, (count, 3, *canvas)), None, [canvas] * count)
+    with _lock(root, name):
         if not files.meta.is_file():
             log.info("Decoding the %s split once into the uint8 cache %s (%d items, %dx%d)", name, files.images, count, *canvas)
             start = time.perf_counter()
             _write(files, count, canvas, decode, with_masks)
-            _remove_superseded(root / CACHE_DIR, name, key)
-            log.info("Cached the %s split in %.1f s; later runs read it directly", name, time.perf_counter() - start)
+            folder = sum(path.stat().st_size for path in (root / CACHE_DIR).iterdir() if path.is_file())
+            log.info(
+                "Cached the %s split in %.1f s: %s; %s holds %s in all. Caches of other settings are kept (a parallel "
+                "job may be reading them): `python src/prepare.py task=<task> clean_cache=true` removes those the "
+                "task's current settings do not read.",
+                name, time.perf_counter() - start, human_size(files.size()), root / CACHE_DIR, human_size(folder),
+            )  # fmt: skip
     meta = json.loads(files.meta.read_text())
     height, width = meta["canvas"]
     images = ArrayFile(files.images, (meta["count"], 3, height, width))
@@ -217,11 +252,47 @@ def _write(files: CacheFiles, count: int, canvas: tuple[int, int], decode: Decod
     write_text_atomic(files.meta, json.dumps(meta))
 
 
-def _remove_superseded(cache_dir: Path, name: str, key: str) -> None:
-    """Delete caches of the same ``name`` with another key: they can never be read again."""
-    for path in cache_dir.glob(f"{name}-*"):
-        if not path.name.startswith(f"{name}-{key}."):
-            path.unlink(missing_ok=True)
+@contextmanager
+def planned_caches() -> Iterator[set[str]]:
+    """Collect the caches (``"<name>-<key>"``) that ``build_cache`` is asked for inside the block,
+    without reading or building any: each call returns a handle to files that may not exist yet.
+
+    Running a DataModule's own ``setup`` in here tells ``remove_caches`` exactly which caches the
+    current settings read, at the cost of a listing and a ``stat`` per file instead of a decode.
+    """
+    planned: set[str] = set()
+    token = _PLANNED.set(planned)
+    try:
+        yield planned
+    finally:
+        _PLANNED.reset(token)
+
+
+def _cache_stem(filename: str) -> re.Match[str] | None:
+    """The ``<name>-<key>`` of a cache file, also of a temporary one left by an interrupted build."""
+    if filename.startswith(".") and filename.endswith(".tmp"):  # atomic_path's .<target>.<random>.tmp
+        filename = filename[1:].rsplit(".", 2)[0]
+    return CACHE_FILE.fullmatch(filename)
+
+
+def remove_caches(root: Path, keep: Collection[str] = ()) -> dict[str, int]:
+    """Delete every cache under ``root`` whose ``"<name>-<key>"`` is not in ``keep``; returns the
+    bytes freed per removed cache. Each name is cleaned under its builders' lock, so a cache being
+    built is waited for, never torn; a job still reading a removed cache loses it (run this when
+    no job of other settings is running)."""
+    cache_dir = root / CACHE_DIR
+    if not cache_dir.is_dir():
+        return {}
+    names = {match["name"] for path in cache_dir.iterdir() if (match := _cache_stem(path.name))}
+    freed: dict[str, int] = {}
+    for name in sorted(names):
+        with _lock(root, name):
+            for path in sorted(cache_dir.iterdir()):
+                match = _cache_stem(path.name)
+                if match and match["name"] == name and match["stem"] not in keep:
+                    freed[match["stem"]] = freed.get(match["stem"], 0) + path.stat().st_size
+                    path.unlink()
+    return freed
 
 
 def image_tensor(cache: ImageCache, index: int) -> Tensor:

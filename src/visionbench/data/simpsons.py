@@ -23,6 +23,7 @@ from visionbench.data.cache import (
     check_pipeline,
     decode_resized,
     file_digest,
+    files_digest,
     image_tensor,
 )
 from visionbench.data.images import load_rgb
@@ -36,7 +37,7 @@ from visionbench.data.split import (
     read_manifest,
     write_manifest,
 )
-from visionbench.data.transforms import Augment, classification_transform
+from visionbench.data.transforms import Augment, batch_mix, classification_transform
 from visionbench.errors import CorruptDataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ class SimpsonsDataModule(VisionDataModule):
     (torchvision v2, the reference). ``pipeline="cached"`` decodes and resizes each split once
     into ``<root>/.cache/`` (rebuilt when the manifest or ``image_size`` changes), serves uint8
     batches, and augments and normalises whole batches on the device with ``batch_transform``
-    in ``on_after_batch_transfer``.
+    in ``on_after_batch_transfer``. Either pipeline's training batches are then mixed there
+    (``batch_mix``) when ``augment.mixup``/``augment.cutmix`` is on.
 
     ``generator`` (a Hydra partial) creates a built-in dataset in the same layout when the
     root holds none, which is how ``task=shapes`` runs offline through this exact code path.
@@ -191,7 +193,7 @@ class SimpsonsDataModule(VisionDataModule):
         return ManifestImageDataset(self.root, [e for e in self._entries() if e.split == split], class_to_idx, transform)
 
     def cached_dataset(self, split: str) -> CachedImageDataset:
-        """The split from its uint8 cache, built first if the manifest or the size changed."""
+        """The split from its uint8 cache, built first if the manifest, a file or the size changed."""
         class_to_idx = {c: i for i, c in enumerate(self.class_names)}
         entries = [e for e in self._entries() if e.split == split]
         size = (self.image_size, self.image_size)
@@ -201,11 +203,17 @@ class SimpsonsDataModule(VisionDataModule):
             with _readable(self.root, path):
                 return decode_resized(path, size), None
 
-        key = cache_key(file_digest(self.root / MANIFEST), split, size)
+        try:  # the files' sizes and mtimes: an image replaced under its name gives a new key
+            files = files_digest(self.root / e.path for e in entries)
+        except FileNotFoundError as err:
+            with _readable(self.root, Path(err.filename)):
+                raise
+        key = cache_key(file_digest(self.root / MANIFEST), files, split, size)
         cache = build_cache(self.root, split, key, len(entries), size, decode)
         return CachedImageDataset(cache, [class_to_idx[e.label] for e in entries])
 
     def setup(self, stage: str | None = None) -> None:
+        self.batch_mix = batch_mix(self.augment, self.num_classes)  # needs the classes: set here, not in __init__
         if self.pipeline == "cached":
             self.datasets = {split: self.cached_dataset(split) for split in ("train", "val", "test")}
             return

@@ -170,7 +170,8 @@ def random_erasing(aug: Augment, inplace: bool = False) -> v2.Transform | None:
 
 def batch_mix(aug: Augment, num_classes: int) -> v2.Transform | None:
     """MixUp and/or CutMix of a normalised training batch: (images, int labels) -> (images, (N,
-    num_classes) class probabilities). Both on: one of the two per batch, as torchvision's recipe."""
+    num_classes) class probabilities). Both on: one of the two per batch, as torchvision's recipe.
+    Costs 13-19 ms per 32x3x128² batch on this CPU (1 thread; torchvision's out-of-place blend)."""
     if not aug.enabled:
         return None
     alphas = ((v2.MixUp, aug.mixup), (v2.CutMix, aug.cutmix))
