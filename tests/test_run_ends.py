@@ -20,6 +20,7 @@ from conftest import REPO, TINY
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from visionbench.callbacks.throughput import TrainingThroughput
 from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.run import train
 
@@ -123,3 +124,17 @@ def test_ema_weights_are_the_ones_checkpointed_and_tested(compose_cfg, tmp_path:
     averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
     weights = [k for k in averaged if k.startswith("net.") and averaged[k].is_floating_point()]
     assert weights and any(not torch.equal(averaged[k], current[k]) for k in weights)  # the average, not the raw weights
+
+
+def test_training_throughput_does_not_count_a_mid_epoch_validation_as_training_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([0.0, 1.0, 2.0, 100.0, 101.0])  # batch ends at 0, 1, 2; validation; batch ends at 100, 101
+    monkeypatch.setattr("visionbench.callbacks.throughput.time.perf_counter", lambda: next(clock))
+    callback = TrainingThroughput(warmup_steps=0)
+    callback.flops_per_image, callback.peak_flops = 1.0, 1.0
+    module = SimpleNamespace(device=torch.device("cpu"), log_dict=lambda *a, **k: None)
+    batch = (torch.zeros(4, 3, 8, 8), torch.zeros(4))
+    for step in range(5):
+        if step == 3:
+            callback.on_validation_end(None, module)  # type: ignore[arg-type]
+        callback.on_train_batch_end(None, module, None, batch, step)  # type: ignore[arg-type]
+    assert callback._images / callback._seconds == 4.0  # 3 one-second gaps of 4 images; not the 98 s validation

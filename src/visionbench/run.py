@@ -66,11 +66,17 @@ def input_size(task_cfg: DictConfig) -> tuple[int, int]:
 
 def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     net = instantiate(cfg.model.net, num_classes=datamodule.num_classes)
+    counts: dict[str, list[int]] = {}
+    if cfg.task.kind == "classification" and cfg.task.module.get("class_weights") is not None:
+        # The weights of the training loss come from the training split's class counts.
+        labels = torch.tensor(datamodule.train_labels(), dtype=torch.long)
+        counts["class_counts"] = torch.bincount(labels, minlength=datamodule.num_classes).tolist()
     task: VisionTask = instantiate(
         cfg.task.module,
         net=net,
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
+        **counts,
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
         **optimization_arguments(cfg),  # the top-level optimizer/scheduler groups
@@ -168,7 +174,8 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
 KEY_PARAMS = (
     "model.name", "task.name", "seed", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum",
     "scheduler", "scheduler.warmup_epochs", "task.data.batch_size", "task.data.image_size", "trainer.max_epochs",
-    "trainer.max_time", "trainer.precision", "task.module.label_smoothing", "ema_decay", "channels_last", "task.data.pipeline",
+    "trainer.max_time", "trainer.precision", "task.module.label_smoothing", "task.module.class_weights", "task.data.sampler",
+    "ema_decay", "channels_last", "task.data.pipeline",
 )  # fmt: skip
 
 

@@ -70,6 +70,11 @@ class TrainingThroughput(L.Callback):
         self._last = now
         self._seen += 1
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A mid-epoch validation (``trainer.val_check_interval``) is not training time: the
+        next batch starts a new interval instead of counting the validation in its gap."""
+        self._last = None
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._seconds <= 0:
             return  # too few batches after warm-up to time

@@ -10,8 +10,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Subset
 
-from visionbench.data.sampler import EpochShuffleSampler, EpochTaggedSampler, EvalShardSampler, fixed_order
+from visionbench.data.sampler import (
+    ClassBalancedSampler,
+    EpochShuffleSampler,
+    EpochTaggedSampler,
+    EvalShardSampler,
+    fixed_order,
+)
+from visionbench.errors import ConfigError
 from visionbench.seeding import stream_seed
+
+SAMPLERS = ("shuffle", "balanced")
 
 
 class SeededSamples(Dataset):
@@ -58,17 +67,24 @@ class VisionDataModule(L.LightningDataModule):
 
     Training shuffles from (seed, epoch) alone, so a resumed run replays the same order
     (``EpochShuffleSampler``, each rank its share; padding under DDP only repeats a few training
-    samples per epoch, which is harmless); each training sample's
+    samples per epoch, which is harmless), or with ``sampler="balanced"`` draws every class about
+    equally often from (seed, epoch) alone (``ClassBalancedSampler``); each training sample's
     random augmentation is seeded from (seed, epoch, index) (``SeededSamples``). Validation and test use
     disjoint shards so every sample is evaluated exactly once and synced metrics equal the
     1-process value.
     """
 
-    def __init__(self, batch_size: int, num_workers: int, seed: int = 0) -> None:
+    def __init__(self, batch_size: int, num_workers: int, seed: int = 0, sampler: str = "shuffle") -> None:
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ConfigError(
+                f"Unknown task.data.sampler {sampler!r}. Use 'shuffle' (every training sample once per epoch, "
+                "in a fresh order: the default) or 'balanced' (draw with replacement, every class about equally often)."
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.sampler = sampler
         # Set by subclasses for the cached pipeline: uint8 batch -> augmented (train), normalised floats.
         self.batch_transform: Callable[..., Any] | None = None
         # Set by classification subclasses when MixUp/CutMix is on (``transforms.batch_mix``):
@@ -108,6 +124,24 @@ class VisionDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
 
+    def train_labels(self) -> list[int] | None:
+        """The class index of each training sample, in dataset order (``sampler="balanced"`` and
+        class-weighted losses count them); ``None`` when a sample has no single class (segmentation)."""
+        return None
+
+    def _training_order(self, num_samples: int, rank: int, world: int) -> EpochShuffleSampler:
+        """This rank's share of each epoch's training order, as ``task.data.sampler`` asks."""
+        if self.sampler == "shuffle":
+            return EpochShuffleSampler(num_samples, self.seed, rank, world)
+        labels = self.train_labels()
+        if labels is None:
+            raise ConfigError(
+                f"task.data.sampler=balanced weights each training sample by the size of its class, but "
+                f"{type(self).__name__} gives a sample no single class (segmentation labels every pixel). "
+                "Use task.data.sampler=shuffle."
+            )
+        return ClassBalancedSampler(labels, self.seed, rank, world)
+
     def collate_fn(self, split: str) -> Callable[[Any], Any] | None:
         """How ``split``'s samples become a batch; ``None`` is PyTorch's default collate."""
         return None
@@ -131,8 +165,8 @@ class VisionDataModule(L.LightningDataModule):
             dataset = Subset(SeededSamples(dataset, self.seed) if train else dataset, fixed_order(len(dataset)))  # type: ignore[arg-type]
             sampler = SequentialSampler(dataset)
         elif train:
-            shuffle = EpochShuffleSampler(len(dataset), self.seed, rank, world)  # type: ignore[arg-type]
-            sampler = EpochTaggedSampler(shuffle, len(dataset))  # type: ignore[arg-type]
+            order = self._training_order(len(dataset), rank, world)  # type: ignore[arg-type]
+            sampler = EpochTaggedSampler(order, len(dataset))  # type: ignore[arg-type]
             # Workers fetch indices as soon as the loader is iterated, which on resume happens
             # before the fit loop's set_epoch: start at the (restored) epoch already.
             sampler.set_epoch(self._current_epoch())

@@ -131,8 +131,9 @@ class SimpsonsDataModule(VisionDataModule):
         generator: Callable[[Path], Path] | None = None,
         seed: int = 0,
         pipeline: str = "pil",
+        sampler: str = "shuffle",
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(batch_size, num_workers, seed, sampler)
         self.root = Path(root)
         self.image_size = image_size
         self.spec = SplitSpec(**(split or {}))
@@ -182,6 +183,12 @@ class SimpsonsDataModule(VisionDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def train_labels(self) -> list[int]:
+        """From the manifest, in the order both pipelines store the training split: available
+        before ``setup`` (``build_task`` counts them without building the cache)."""
+        class_to_idx = {c: i for i, c in enumerate(self.class_names)}
+        return [class_to_idx[e.label] for e in self._entries() if e.split == "train"]
 
     def excluded_files(self) -> list[tuple[str, str]]:
         with open(self.root / EXCLUDED, newline="") as f:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from visionbench.errors import ConfigError
 from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
 
@@ -25,10 +28,32 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics, compute_groups=False)
 
 
+def balanced_class_weights(counts: Sequence[int], class_names: Sequence[str]) -> Tensor:
+    """scikit-learn's ``class_weight="balanced"``: class c weighs n / (k · count_c), so every class
+    carries the same total weight in the training loss, and a balanced split weighs every class 1."""
+    empty = [name for name, count in zip(class_names, counts) if count == 0]
+    if empty:
+        raise ConfigError(
+            f"task.module.class_weights=balanced weighs class c by n / (k · count_c), but class(es) {empty} have no "
+            "training sample, so their weight would be infinite. Use task.module.class_weights=null, or change "
+            "task.data.split so that every class keeps training images."
+        )
+    n = torch.tensor(counts, dtype=torch.float32)
+    return n.sum() / (len(n) * n)
+
+
 class ClassificationTask(VisionTask):
     """Metrics are torchmetrics objects held by the module (so they move with it and sync
     exactly under DDP). Validation and test metrics are logged as objects, so Lightning computes
-    and resets them per epoch; training metrics are computed in ``on_train_epoch_end``."""
+    and resets them per epoch; training metrics are computed in ``on_train_epoch_end``.
+
+    ``class_weights="balanced"`` weights the training loss by ``balanced_class_weights`` of
+    ``class_counts`` (the training split's, passed by ``build_task``), for training sets more
+    imbalanced than their test split. Validation and test losses stay unweighted: they report
+    the plain cross-entropy, comparable across runs whatever their weighting.
+    """
+
+    class_weight: Tensor | None
 
     def __init__(
         self,
@@ -38,9 +63,23 @@ class ClassificationTask(VisionTask):
         scheduler: SchedulerFactory | None = None,
         class_names: list[str] | None = None,
         label_smoothing: float = 0.0,
+        class_weights: str | None = None,
+        class_counts: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, num_classes, optimizer, scheduler, class_names, monitor="val/acc", monitor_mode="max", **kwargs)
+        if class_weights not in (None, "balanced"):
+            raise ConfigError(
+                f"Unknown task.module.class_weights {class_weights!r}. Use null (plain cross-entropy: the default) or "
+                "'balanced' (class c weighs n / (k · count_c) of the training split, as scikit-learn's)."
+            )
+        weight = None
+        if class_weights is not None:
+            if class_counts is None:
+                raise ValueError("class_weights='balanced' needs class_counts, the training split's count of each class")
+            weight = balanced_class_weights(class_counts, self.class_names)
+        # Not persistent: recomputed from the data at every build, so checkpoints load with or without it.
+        self.register_buffer("class_weight", weight, persistent=False)
         self.label_smoothing = label_smoothing
         metrics = accuracy_metrics(num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
@@ -50,9 +89,17 @@ class ClassificationTask(VisionTask):
         self.test_loss = MeanMetric()
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        """Cross-entropy against class indices (N,) or, for MixUp/CutMix batches, class
-        probabilities (N, num_classes); ``label_smoothing`` applies to both."""
-        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        """Training cross-entropy against class indices (N,) or, for MixUp/CutMix batches, class
+        probabilities (N, num_classes); ``label_smoothing`` and ``class_weight`` apply to both.
+
+        With weights, PyTorch averages index targets over their summed weights but probability
+        targets over the batch size, which would scale mixed batches' loss by their mean weight.
+        Dividing by each sample's target weight (w · p) instead gives a one-hot batch exactly the
+        index-target loss."""
+        if self.class_weight is None or y.ndim == 1:
+            return F.cross_entropy(logits, y, weight=self.class_weight, label_smoothing=self.label_smoothing)
+        total = F.cross_entropy(logits, y, weight=self.class_weight, label_smoothing=self.label_smoothing, reduction="sum")
+        return total / (y * self.class_weight).sum()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -76,7 +123,7 @@ class ClassificationTask(VisionTask):
         logits = self(x)
         loss_metric = self.val_loss if stage == "val" else self.test_loss
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        loss_metric.update(self.loss(logits, y), weight=len(y))
+        loss_metric.update(F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), weight=len(y))  # unweighted
         metrics.update(logits, y)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
