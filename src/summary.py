@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.errors import ConfigError
 
 
 def summarize(cfg: DictConfig) -> str:
@@ -17,6 +18,11 @@ def summarize(cfg: DictConfig) -> str:
     from visionbench.run import check_model_task, input_size
 
     check_model_task(cfg.model, cfg.task)
+    if cfg.task.get("num_classes") is None:
+        raise ConfigError(
+            f"task={cfg.task.name} has no reference number of classes (its data decides it at training time), so the "
+            "layer table needs one: add task.num_classes=N, e.g. `python src/summary.py task=folder task.num_classes=5`."
+        )
     net = instantiate(cfg.model.net, num_classes=cfg.task.num_classes)
     return layer_table(net, input_size(cfg.task))
 

@@ -84,6 +84,9 @@ def test_summary_prints_the_layer_table_at_the_tasks_reference_size(compose_cfg)
     assert "Total params: 3,491,603" in summarize(compose_cfg(["model=cnn", "task=simpsons"]))
     table = summarize(compose_cfg(["model=fcn", "task=voc"]))
     assert "3x320x480" in table and "Total params: 12,993,642" in table
+    with pytest.raises(ConfigError, match="task.num_classes=N"):  # your own data has no reference class count
+        summarize(compose_cfg(["model=cnn", "task=folder"]))
+    assert "Total params:" in summarize(compose_cfg(["model=cnn", "task=folder", "task.num_classes=5"]))
 
 
 def test_summary_command_prints_the_table_and_writes_no_run_folder(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from visionbench.data.split import (
     write_manifest,
 )
 from visionbench.data.transforms import Augment, batch_mix, classification_transform
-from visionbench.errors import CorruptDataError, DataNotFoundError
+from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def collate_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 
 
 class SimpsonsDataModule(VisionDataModule):
-    """Kaggle Simpsons layout -> deterministic manifest -> images for the model.
+    """Kaggle Simpsons layout (or any class-folder dataset: ``task=folder``) -> deterministic manifest -> images for the model.
 
     ``pipeline="pil"`` decodes, resizes, augments and normalises every image in the loader
     (torchvision v2, the reference). ``pipeline="cached"`` decodes and resizes each split once
@@ -122,7 +122,7 @@ class SimpsonsDataModule(VisionDataModule):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | None,
         image_size: int = 128,
         batch_size: int = 32,
         num_workers: int = 2,
@@ -134,6 +134,12 @@ class SimpsonsDataModule(VisionDataModule):
         sampler: str = "shuffle",
     ) -> None:
         super().__init__(batch_size, num_workers, seed, sampler)
+        if root is None:  # task=folder's default: Hydra cannot make a key inherited from simpsons.yaml mandatory (???)
+            raise ConfigError(
+                "task.data.root is not set: task=folder trains on your own images and needs their folder. Add "
+                "task.data.root=/path/to/data to the command line; it holds class folders ('<root>/<class>/<image>'), "
+                "or train/ and val/ (and optionally test/) folders of class folders."
+            )
         self.root = Path(root)
         self.image_size = image_size
         self.spec = SplitSpec(**(split or {}))

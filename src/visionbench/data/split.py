@@ -1,4 +1,5 @@
-"""Deterministic, disjoint, auditable splits of a class-folder dataset (the Kaggle Simpsons layout).
+"""Deterministic, disjoint, auditable splits of a class-folder dataset (the Kaggle Simpsons layout,
+or any ``<root>/<class>/<image>`` folder, or one already split into ``train/ val/ [test/]`` folders).
 
 The split is a pure function of the files' names and contents and of ``SplitSpec``; it is
 written to a CSV manifest (path, class, split, sha1) so any number in a table can be traced
@@ -11,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -20,7 +22,9 @@ import numpy as np
 
 from visionbench.data.atomic import write_text_atomic
 from visionbench.data.images import is_image_name, unreadable_reason
-from visionbench.errors import DataNotFoundError
+from visionbench.errors import ConfigError, DataNotFoundError
+
+log = logging.getLogger(__name__)
 
 TRAIN_DIR = "simpsons_dataset"
 KAGGLE_TEST_DIR = "kaggle_simpson_testset"
@@ -38,6 +42,7 @@ class SplitSpec:
     val_fraction: float = 0.2  # of the rest, stratified per class
     seed: int = 0
     test_source: str = "holdout"  # or "kaggle": use kaggle_simpson_testset/ as the test split
+    presplit: str = "auto"  # auto: a root holding train/, val/ (and test/) folders of class folders keeps that split; or never
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ def find_class_dir(root: Path) -> Path:
             f"Dataset folder '{root}' does not exist. Put the Kaggle 'The Simpsons Characters Data' "
             f"there (class folders such as '{root}/{TRAIN_DIR}/homer_simpson/pic_0000.jpg'), e.g. with "
             "`python src/prepare.py task=simpsons source=/path/to/archive.zip`, or set paths.data_dir; "
-            "`task=shapes` trains on the built-in dataset instead, which needs no download."
+            "`task=shapes` trains on the built-in dataset instead, which needs no download. With "
+            "`task=folder`, check task.data.root: it must hold class folders ('<root>/<class>/<image>')."
         )
     nested = root / TRAIN_DIR
     return nested if nested.is_dir() else root
@@ -71,6 +77,29 @@ def find_class_dir(root: Path) -> Path:
 def _class_folders(class_dir: Path) -> list[Path]:
     """Class folders, skipping the Kaggle archive's nested duplicate ``simpsons_dataset/simpsons_dataset``."""
     return sorted(p for p in class_dir.iterdir() if p.is_dir() and p.name != TRAIN_DIR and not p.name.startswith("."))
+
+
+def given_split_folders(root: Path, spec: SplitSpec) -> dict[str, Path]:
+    """The dataset's own split folders (``train``, ``val``, optionally ``test``), or ``{}`` when the
+    split is to be made: only ``presplit="auto"`` and a ``root/train`` folder select them."""
+    if spec.presplit not in ("auto", "never"):
+        raise ConfigError(
+            f"task.data.split.presplit={spec.presplit!r} is not one of auto, never. Set it to auto (keep a dataset's "
+            "own train/ val/ test/ folders when it has them) or never (always make the split from the class folders)."
+        )
+    if spec.presplit == "never" or not (root / "train").is_dir():
+        return {}
+    if not (root / "val").is_dir():
+        raise DataNotFoundError(
+            f"'{root}' has a train/ folder but no val/ folder beside it. Add '{root}/val/<class>/<image>' (the "
+            "validation images), or set task.data.split.presplit=never if 'train' is the name of a class."
+        )
+    if spec.test_source == "kaggle":
+        raise ConfigError(
+            f"task.data.split.test_source=kaggle chooses the test split of a split that is made, but '{root}' "
+            "has its own train/ and val/ folders. Remove the override, or put the test images in its test/ folder."
+        )
+    return {split: root / split for split in SPLITS if (root / split).is_dir()}
 
 
 def _sha1(path: Path) -> str:
@@ -82,20 +111,18 @@ def _kaggle_test_label(name: str) -> str:
     return re.sub(r"_\d+$", "", Path(name).stem)
 
 
-def scan(root: Path, spec: SplitSpec) -> tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]], list[tuple[str, str, str]]]:
-    """Read every candidate file once: usable (path, sha1) per class, excluded (path, reason),
-    and the Kaggle test files (path, sha1, label) when ``spec.test_source == "kaggle"``."""
+Usable = dict[str, list[tuple[str, str]]]  # class -> [(path, sha1)], in name order
+
+
+def scan(root: Path, spec: SplitSpec) -> tuple[dict[str, Usable], list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Read every candidate file once: usable (path, sha1) per given split folder and class (the
+    one key ``""`` when the split is to be made), excluded (path, reason), and the Kaggle test
+    files (path, sha1, label) when ``spec.test_source == "kaggle"``."""
     class_dir = find_class_dir(root)
-    folders = _class_folders(class_dir)
-    if not folders:
-        raise DataNotFoundError(
-            f"No class folders found in '{class_dir}'. Expected one folder per character with JPEGs "
-            f"inside (e.g. '{class_dir}/homer_simpson/pic_0000.jpg'). Re-extract the Kaggle archive "
-            "or run `python src/prepare.py task=simpsons source=...`."
-        )
+    sources = given_split_folders(root, spec) or {"": class_dir}
     excluded: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
-    usable: dict[str, list[tuple[str, str]]] = {}
+    usable: dict[str, Usable] = {split: {} for split in sources}
 
     def admit(path: Path) -> str | None:
         rel = path.relative_to(root).as_posix()
@@ -110,14 +137,22 @@ def scan(root: Path, spec: SplitSpec) -> tuple[dict[str, list[tuple[str, str]]],
         seen[digest] = rel
         return digest
 
-    for folder in folders:
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        for f in files:
-            if not is_image_name(f):
-                excluded.append((f.relative_to(root).as_posix(), "not an image file name"))
-        usable[folder.name] = [
-            (f.relative_to(root).as_posix(), d) for f in files if is_image_name(f) and (d := admit(f)) is not None
-        ]
+    for split, source in sources.items():
+        folders = _class_folders(source)
+        if not folders:
+            raise DataNotFoundError(
+                f"No class folders found in '{source}'. Expected one folder per class with images inside "
+                f"(e.g. '{source}/homer_simpson/pic_0000.jpg'). Re-extract the Kaggle archive or run "
+                "`python src/prepare.py task=simpsons source=...`; for your own data, check task.data.root."
+            )
+        for folder in folders:
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            for f in files:
+                if not is_image_name(f):
+                    excluded.append((f.relative_to(root).as_posix(), "not an image file name"))
+            usable[split][folder.name] = [
+                (f.relative_to(root).as_posix(), d) for f in files if is_image_name(f) and (d := admit(f)) is not None
+            ]
     kaggle: list[tuple[str, str, str]] = []
     if spec.test_source == "kaggle":
         test_dir = root / KAGGLE_TEST_DIR
@@ -141,10 +176,21 @@ def build_split(root: Path, spec: SplitSpec) -> SplitResult:
     listed, so a duplicated image can never sit in two splits. Classes with ``min_images`` or
     fewer usable images are dropped. The test set is the last ``test_per_class`` names of each
     class (or the Kaggle test folder); the rest is split per class with a seeded permutation.
+    A dataset with its own split folders keeps it (``keep_given_split``).
     """
-    usable, excluded, kaggle = scan(root, spec)
+    scanned, excluded, kaggle = scan(root, spec)
+    if "" not in scanned:
+        return keep_given_split(root, scanned, excluded, spec)
+    usable = scanned[""]
     kept = {c: files for c, files in usable.items() if len(files) > spec.min_images}
     dropped = {c: len(files) for c, files in usable.items() if c not in kept}
+    small = {c: len(files) for c, files in kept.items() if len(files) <= spec.test_per_class}
+    if small and spec.test_source != "kaggle":
+        raise ConfigError(
+            f"Class(es) {small} of '{root}' have no more readable images than task.data.split.test_per_class="
+            f"{spec.test_per_class}, which would leave none for training. Lower test_per_class, or drop small "
+            "classes with task.data.split.min_images=N (classes with N or fewer images are left out)."
+        )
     rng = np.random.default_rng(spec.seed)
     entries: list[Entry] = []
     for label in sorted(kept):
@@ -164,6 +210,31 @@ def build_split(root: Path, spec: SplitSpec) -> SplitResult:
         else:
             excluded.append((path, f"class '{label}' is not among the kept classes"))
     return SplitResult(entries, excluded, dropped)
+
+
+def keep_given_split(root: Path, scanned: dict[str, Usable], excluded: list[tuple[str, str]], spec: SplitSpec) -> SplitResult:
+    """Every usable file in the split its folder names: the classes are the union over the split
+    folders (minus those with ``min_images`` or fewer usable images in all), each of which must
+    have training images. Without ``test/``, the validation files are also the test split."""
+    totals = Counter({c: 0 for split in scanned.values() for c in split})
+    for split in scanned.values():
+        totals.update({c: len(files) for c, files in split.items()})
+    kept = sorted(c for c, n in totals.items() if n > spec.min_images)
+    untrained = [c for c in kept if not scanned["train"].get(c)]
+    if untrained:
+        raise DataNotFoundError(
+            f"Class(es) {untrained} have images in '{root}/val' or '{root}/test' but no readable image in "
+            f"'{root}/train', so the network could never learn them. Add their training images under "
+            f"'{root}/train/<class>/', or remove them from val/ and test/."
+        )
+    if "test" not in scanned:
+        log.warning(
+            "'%s' has no test/ folder: the val/ images are the test split too, so test/ numbers are validation "
+            "numbers (the checkpoint they score was chosen on them). Add a test/ folder for an unbiased test.", root,
+        )  # fmt: skip
+        scanned = {**scanned, "test": scanned["val"]}
+    entries = [Entry(p, label, split, d) for label in kept for split in SPLITS for p, d in scanned[split].get(label, [])]
+    return SplitResult(entries, excluded, {c: n for c, n in totals.items() if c not in kept})
 
 
 def write_manifest(root: Path, result: SplitResult, spec: SplitSpec) -> None:
