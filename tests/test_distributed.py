@@ -58,17 +58,6 @@ def test_segmentation_confusion_matrix_metrics_are_identical_on_one_and_two_proc
         assert two[key] == one[key], key
 
 
-def test_training_with_ddp_cpu_writes_one_run_folder_from_rank_zero(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    result = run_cli("src/train.py", *SHAPES, "model=cnn", "trainer=ddp_cpu", *TINY, f"hydra.run.dir={run_dir}")
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.json").is_file()
-    assert (result.stdout + result.stderr).count(f"TensorBoard: tensorboard --logdir {run_dir}") == 1  # rank 0 alone
-    event_files = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    writer_pids = {f.name.split(".")[-2] for f in event_files}  # events.out.tfevents.<time>.<host>.<pid>.<n>
-    assert event_files and len(writer_pids) == 1  # one process (rank 0) writes; fit and test share the run
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no second run folder from the child process
-
-
 def test_multirun_with_ddp_cpu_keeps_each_jobs_processes_in_its_own_folder(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_cli("src/train.py", "-m", *SHAPES, "model=cnn,resnet_small", "trainer=ddp_cpu", *TINY, f"hydra.sweep.dir={sweep}")
@@ -155,14 +144,21 @@ class AugmentationProbe(Callback):
 
 
 def test_ranks_draw_their_own_augmentation_and_resuming_on_two_processes_equals_training_straight(tmp_path: Path) -> None:
+    """Also: one run folder, written by rank 0 alone (TensorBoard, the closing lines)."""
     (tmp_path / "probe.py").write_text(AUGMENTATION_PROBE)
     common = [
         *SHAPES, "model=cnn", "trainer=ddp_cpu", *TINY, "trainer.limit_train_batches=3", "trainer.deterministic=true",
-        "task.data.pipeline=cached", "callbacks.figures=null", "logger=csv",
+        "task.data.pipeline=cached", "callbacks.figures=null",
     ]  # fmt: skip
     probe = ["+callbacks.probe._target_=probe.AugmentationProbe", f"+callbacks.probe.out_dir={tmp_path}"]
     env = {"PYTHONPATH": str(tmp_path)}
-    run_cli("src/train.py", *common, *probe, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'straight'}", env=env)
+    run_dir = tmp_path / "straight"
+    result = run_cli("src/train.py", *common, *probe, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", env=env)
+    assert (result.stdout + result.stderr).count(f"TensorBoard: tensorboard --logdir {run_dir}") == 1  # rank 0 alone
+    event_files = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    writer_pids = {f.name.split(".")[-2] for f in event_files}  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    assert event_files and len(writer_pids) == 1  # one process (rank 0) writes; fit and test share the run
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p.name != "__pycache__") == ["straight"]  # no second folder from rank 1
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["brightness"] != rank1["brightness"]  # batch position k: another brightness on each rank
     assert rank0["dropout"] != rank1["dropout"]  # and another dropout mask

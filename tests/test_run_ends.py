@@ -25,7 +25,7 @@ from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.run import train
 
 EPOCH_LINE = re.compile(
-    r"epoch (\d+)/3 \| train/loss [\d.]+ \| val/acc [\d.]+ \(best [\d.]+\) \| [\d.]+ img/s \| elapsed \d+:\d\d:\d\d \| left ~\d+:\d\d:\d\d"
+    r"epoch (\d+)/2 \| train/loss [\d.]+ \| val/acc [\d.]+ \(best [\d.]+\) \| [\d.]+ img/s \| elapsed \d+:\d\d:\d\d \| left ~\d+:\d\d:\d\d"
 )
 
 
@@ -42,17 +42,17 @@ def _wait_for(path: Path, pattern: str, process: subprocess.Popen, timeout: floa
 def test_sigterm_leaves_a_checkpoint_a_resume_line_and_status_143_and_the_resume_finishes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [
-        "src/train.py", "task=shapes", "model=resnet_small", *TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=150",
+        "src/train.py", "task=shapes", "model=resnet_small", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=60",
         "trainer.limit_val_batches=3", "callbacks.figures=null", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     process = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(run_dir / "train.log", "epoch 1/3", process)
+    _wait_for(run_dir / "train.log", "epoch 1/2", process)
     process.send_signal(signal.SIGTERM)  # what SLURM sends at preemption or the time limit
     stdout, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["interrupted"] == "SIGTERM" and 1 <= metrics["epochs"] < 3
+    assert metrics["interrupted"] == "SIGTERM" and 1 <= metrics["epochs"] <= 2
     resume = re.search(r"Resume with: (.+)", stdout + stderr)
     assert resume is not None, stdout[-2000:]
     command = shlex.split(resume.group(1))
@@ -66,8 +66,8 @@ def test_sigterm_leaves_a_checkpoint_a_resume_line_and_status_143_and_the_resume
     resumed = subprocess.run([sys.executable, *command[1:]], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     finished = json.loads((run_dir / "metrics.json").read_text())
-    assert "interrupted" not in finished and finished["epochs"] == 3 and finished["steps"] == 3 * 150
-    assert EPOCH_LINE.findall((run_dir / "train.log").read_text())[-1] == "3"
+    assert "interrupted" not in finished and finished["epochs"] == 2 and finished["steps"] == 2 * 60
+    assert EPOCH_LINE.findall((run_dir / "train.log").read_text())[-1] == "2"
 
 
 def test_a_run_cut_before_any_validation_ends_cleanly_and_tests_the_weights_it_has(compose_cfg, tmp_path: Path, caplog) -> None:
