@@ -22,6 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from visionbench.callbacks.throughput import TrainingThroughput
 from visionbench.callbacks.time_to_target import TimeToTarget
+from visionbench.errors import ConfigError
 from visionbench.run import train
 
 EPOCH_LINE = re.compile(
@@ -138,3 +139,8 @@ def test_training_throughput_does_not_count_a_mid_epoch_validation_as_training_t
             callback.on_validation_end(None, module)  # type: ignore[arg-type]
         callback.on_train_batch_end(None, module, None, batch, step)  # type: ignore[arg-type]
     assert callback._images / callback._seconds == 4.0  # 3 one-second gaps of 4 images; not the 98 s validation
+
+
+def test_targets_that_are_not_numbers_are_one_paragraph_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"task.targets=\['high'\].*e.g. task.targets=\[0.5,0.8,0.9\]"):
+        TimeToTarget("val/acc", "max", ["high"])  # type: ignore[list-item]

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from visionbench.callbacks.interrupt import INTERRUPTED_CHECKPOINT
+from visionbench.callbacks.progress import epochs_trained
 from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.checkpoint import load_checkpoint
 from visionbench.config_checks import check_numeric_knobs
@@ -342,15 +343,6 @@ def weights_to_test(trainer: L.Trainer, trained: bool, validated: bool) -> str |
     elif trained:
         log.warning("No best checkpoint was saved (fast_dev_run); testing the weights at the end of training.")
     return None
-
-
-def epochs_trained(trainer: L.Trainer) -> float:
-    """Epochs of training the weights have seen, fractional when the last one was cut short
-    (max_steps, max_time, a signal): Lightning's epoch counter counts a cut epoch as a whole one."""
-    batches = trainer.num_training_batches
-    if not trainer.global_step or not isinstance(batches, int) or batches <= 0:
-        return float(trainer.fit_loop.epoch_progress.current.completed)
-    return round(trainer.global_step * trainer.accumulate_grad_batches / batches, 4)
 
 
 def run_extent(trainer: L.Trainer, task: VisionTask, start: float) -> dict[str, float]:

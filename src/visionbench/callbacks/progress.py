@@ -19,6 +19,15 @@ from lightning.pytorch.callbacks import Callback, Timer
 log = logging.getLogger(__name__)
 
 
+def epochs_trained(trainer: L.Trainer) -> float:
+    """Epochs of training the weights have seen, fractional when the last one was cut short
+    (max_steps, max_time, a signal): Lightning's epoch counter counts a cut epoch as a whole one."""
+    batches = trainer.num_training_batches
+    if not trainer.global_step or not isinstance(batches, int) or batches <= 0:
+        return float(trainer.fit_loop.epoch_progress.current.completed)
+    return round(trainer.global_step * trainer.accumulate_grad_batches / batches, 4)
+
+
 def clock(seconds: float) -> str:
     return str(datetime.timedelta(seconds=round(seconds)))
 

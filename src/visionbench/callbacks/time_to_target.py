@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from visionbench.callbacks.progress import epochs_trained
+from visionbench.errors import ConfigError
 from visionbench.targets import target_key
 
 
@@ -22,6 +24,11 @@ class TimeToTarget(Callback):
     """
 
     def __init__(self, monitor: str, mode: str, thresholds: list[float]) -> None:
+        if mode not in ("max", "min") or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds):
+            raise ConfigError(
+                f"task.targets={list(thresholds)} (monitor {monitor}, mode {mode}) must be a list of numbers, the values "
+                "of the monitored metric whose time to reach is recorded, e.g. task.targets=[0.5,0.8,0.9]."
+            )
         self.monitor = monitor
         self.mode = mode
         self.thresholds = sorted(float(t) for t in thresholds)
@@ -44,8 +51,7 @@ class TimeToTarget(Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or trainer.state.fn != "fit" or value is None:
             return
-        batches = trainer.num_training_batches
-        epochs = trainer.global_step * trainer.accumulate_grad_batches / batches if isinstance(batches, int) and batches else float(trainer.current_epoch)
+        epochs = epochs_trained(trainer)
         for threshold in self.thresholds:
             hit = float(value) >= threshold if self.mode == "max" else float(value) <= threshold
             if hit and threshold not in self.reached:
