@@ -20,7 +20,8 @@ from visionbench.callbacks.figures import unnormalize
 from visionbench.callbacks.model_summary import ModelSummaryText
 from visionbench.callbacks.segmentation import SegmentationFigures
 from visionbench.colormap import colorize
-from visionbench.data.seg_transforms import IGNORE_INDEX, pad_collate
+from visionbench.data.seg_transforms import pad_collate
+from visionbench.masks import IGNORE_INDEX
 from visionbench.data.transforms import normalize
 from visionbench.errors import ConfigError
 from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores

@@ -19,11 +19,11 @@ from torchvision.transforms import v2
 
 from visionbench.data.batch_augment import ClassificationBatchTransform, normalize_uint8
 from visionbench.data.cache import CACHE_DIR, MEAN_PIXEL, build_cache, decode_resized, remove_caches
-from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import MANIFEST, TRAIN_DIR, read_manifest
 from visionbench.data.transforms import Augment
-from visionbench.data.voc import SPLITS_DIR, VOC_DIR, VOCSegmentationDataModule, voc_palette
+from visionbench.data.voc import SPLITS_DIR, VOC_DIR, VOCSegmentationDataModule
 from visionbench.errors import ConfigError
 from visionbench.tasks.classification import ClassificationTask
 

@@ -19,7 +19,7 @@ from PIL import Image
 from test_segmentation_data import write_list, write_pair
 from torch import Tensor, nn
 
-from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.masks import IGNORE_INDEX
 from visionbench.data.voc import VOC_DIR, VOCSegmentationDataModule, load_mask, split_pairs
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 from visionbench.run import train

@@ -13,10 +13,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from visionbench.cli import CONFIG_DIR
-from visionbench.data.seg_transforms import IGNORE_INDEX, SegAugment, eval_transform, pad_collate, train_transform
+from visionbench.data.seg_transforms import SegAugment, eval_transform, pad_collate, train_transform
 from visionbench.data.shapes_seg import SEG_CLASSES, generate_shapes_seg
 from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from visionbench.data.voc import SPLITS_DIR, VOC_DIR, VOCSegmentationDataModule, voc_palette
+from visionbench.data.voc import SPLITS_DIR, VOC_DIR, VOCSegmentationDataModule
+from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.errors import CorruptDataError, DataNotFoundError
 
 NUM_CLASSES = 21

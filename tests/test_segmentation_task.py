@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from visionbench.data.batch_augment import normalize_uint8
-from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.masks import IGNORE_INDEX
 from visionbench.models.base import AuxOutput
 from visionbench.run import train
 from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores, sliding_window_logits

@@ -1,6 +1,6 @@
 """Masks drawn in the PASCAL VOC colour map, so predictions look like the dataset's own PNGs.
 
-VOC stores masks as palette images (``visionbench.data.voc.voc_palette``; 255, the void
+VOC stores masks as palette images (``visionbench.masks.voc_palette``; 255, the void
 border, is cream). Drawing ours the same way makes predictions comparable with the ground
 truth at a glance, in TensorBoard, in ``predict.py`` output and in any image viewer.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from visionbench.data.seg_transforms import IGNORE_INDEX
-from visionbench.data.voc import voc_palette
+from visionbench.masks import IGNORE_INDEX, voc_palette
 
 VOC_COLORMAP = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 

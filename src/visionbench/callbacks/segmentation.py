@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
 from visionbench.callbacks.figures import class_bars_figure, sample_grid, segmentation_figure, unnormalize
 from visionbench.colormap import overlay
-from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.masks import IGNORE_INDEX
 from visionbench.tasks.segmentation import segmentation_scores
 
 

@@ -25,8 +25,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from visionbench.data.transforms import normalize
+from visionbench.masks import IGNORE_INDEX
 
-IGNORE_INDEX = 255  # VOC's "void" label: object borders and difficult regions
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from visionbench.data import builtin
-from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.data.shapes import CLASSES, SUPERSAMPLE, _background, _place
-from visionbench.data.voc import SPLITS_DIR, VOC_DIR, voc_palette
+from visionbench.data.voc import SPLITS_DIR, VOC_DIR
 
 SEG_CLASSES = ("background", "circle", "square", "triangle", "star", "cross", "ring")
 

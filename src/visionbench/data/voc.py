@@ -33,7 +33,6 @@ from visionbench.data.batch_augment import SegmentationBatchTransform
 from visionbench.data.cache import MEAN_PIXEL, ImageCache, build_cache, cache_key, check_pipeline, files_digest
 from visionbench.data.images import IMAGE_SUFFIXES, load_rgb, unreadable_reason
 from visionbench.data.seg_transforms import (
-    IGNORE_INDEX,
     SegAugment,
     SegmentationTransform,
     eval_transform,
@@ -42,6 +41,7 @@ from visionbench.data.seg_transforms import (
     train_transform,
 )
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
+from visionbench.masks import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +56,6 @@ MASK_DIRS = {"train_aug": "SegmentationClassAug"}  # split -> mask folder; defau
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 
 Pair = tuple[Path, Path]  # (image, mask)
-
-
-def voc_palette() -> list[int]:
-    """VOC's colour map as a flat 768-entry PIL palette (index 255, the border, is cream)."""
-    palette = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def _missing_root(root: Path) -> DataNotFoundError:

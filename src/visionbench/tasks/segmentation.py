@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionbench.data.batch_augment import normalize_uint8
-from visionbench.data.seg_transforms import IGNORE_INDEX
+from visionbench.masks import IGNORE_INDEX
 from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
 STAGES = ("val", "test")
