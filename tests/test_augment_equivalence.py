@@ -12,9 +12,10 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from visionbench.data.batch_augment import ClassificationBatchTransform
+from visionbench.data.augment import Augment
+from visionbench.data.batch_augment import BatchTransform
 from visionbench.data.shapes_seg import generate_shapes_seg
-from visionbench.data.transforms import Augment, augmentation, normalize
+from visionbench.data.transforms import augmentation, normalize
 from visionbench.data.voc import VOCSegmentationDataModule
 from visionbench.errors import ConfigError
 
@@ -88,7 +89,7 @@ def textured(n: int, height: int = 24, width: int = 32) -> Tensor:
 @pytest.mark.parametrize("fill", FILLS)
 def test_both_classification_pipelines_augment_alike_for_the_same_parameters(fill: str) -> None:
     aug = Augment(fill=fill, translate=0.3)  # the article's rotation/shear/zoom, larger shifts: much fill
-    transform = ClassificationBatchTransform(aug)
+    transform = BatchTransform(aug)
     images = textured(6)
     torch.manual_seed(0)
     batch, _ = transform((images, torch.zeros(6, dtype=torch.long)), train=True)
@@ -112,7 +113,7 @@ def framed(n: int) -> Tensor:
 @pytest.mark.parametrize("fill", ["nearest", "constant"])
 def test_nearest_fill_repeats_the_edge_pixel_and_constant_fill_is_black(fill: str) -> None:
     aug = Augment(fill=fill, degrees=0, translate=0.45, shear=0, zoom=0, **WARP_ONLY)
-    transform = ClassificationBatchTransform(aug)
+    transform = BatchTransform(aug)
     torch.manual_seed(0)
     levels = transform.augment(framed(16))
     params = transform.last_params

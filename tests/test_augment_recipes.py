@@ -17,8 +17,9 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from visionbench.data.base import VisionDataModule
-from visionbench.data.batch_augment import ClassificationBatchTransform, normalize_uint8
-from visionbench.data.transforms import Augment, auto_augmentation, batch_mix, classification_transform, random_erasing
+from visionbench.data.augment import Augment, auto_augmentation, batch_mix, random_erasing
+from visionbench.data.batch_augment import BatchTransform, normalize_uint8
+from visionbench.data.transforms import classification_transform
 from visionbench.errors import ConfigError
 from visionbench.run import build_datamodule, build_task
 
@@ -95,7 +96,7 @@ def test_batches_are_mixed_in_training_only(pipeline: str) -> None:
     batches keep their integer labels."""
     aug = Augment(mixup=0.2, cutmix=1.0)
     datamodule = VisionDataModule(batch_size=4, num_workers=0)
-    datamodule.batch_transform = ClassificationBatchTransform(aug) if pipeline == "cached" else None
+    datamodule.batch_transform = BatchTransform(aug) if pipeline == "cached" else None
     datamodule.batch_mix = batch_mix(aug, num_classes=3)
     images = textured(4) if pipeline == "cached" else normalize_uint8(textured(4))
     labels = torch.tensor([0, 1, 2, 0])
@@ -124,8 +125,8 @@ def test_both_pipelines_give_the_same_trivial_augment_output_for_the_same_draws(
     torch.manual_seed(0)
     per_image = torch.stack([v2.Compose(steps[policy_at:])(image) for image in before_policy])
 
-    cached = ClassificationBatchTransform(aug)
-    monkeypatch.setattr(cached, "augment", lambda batch: batch.float())  # the same identity, without its draws
+    cached = BatchTransform(aug)
+    monkeypatch.setattr(cached, "augment", lambda batch, streams=None: batch.float())  # the same identity, without its draws
     torch.manual_seed(0)
     batch, _ = cached((images, torch.zeros(8, dtype=torch.long)), train=True)
 
@@ -134,7 +135,7 @@ def test_both_pipelines_give_the_same_trivial_augment_output_for_the_same_draws(
 
 
 def test_the_cached_policy_draws_an_op_for_every_sample() -> None:
-    transform = ClassificationBatchTransform(Augment(**IDENTITY, auto_augment="ta_wide"))
+    transform = BatchTransform(Augment(**IDENTITY, auto_augment="ta_wide"))
     same_image = textured(1).expand(16, -1, -1, -1)
     torch.manual_seed(0)
     batch, _ = transform((same_image, torch.zeros(16, dtype=torch.long)), train=True)
@@ -151,7 +152,7 @@ def test_random_erasing_erases_the_expected_fraction_of_samples_to_the_mean(pipe
         transform = classification_transform(16, aug)
         batch = torch.stack([transform(image) for image in images])
     else:
-        batch, _ = ClassificationBatchTransform(aug)((images, torch.zeros(n, dtype=torch.long)), train=True)
+        batch, _ = BatchTransform(aug)((images, torch.zeros(n, dtype=torch.long)), train=True)
     erased = (batch == 0).all(dim=1).flatten(1).any(dim=1)  # some pixel set to the mean colour
     assert erased.float().mean().item() == pytest.approx(p, abs=0.08)
 

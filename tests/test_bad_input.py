@@ -26,7 +26,7 @@ from visionbench.cli import report_errors
 from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import EXCLUDED, SplitSpec, build_split
-from visionbench.data.voc import VOC_DIR
+from visionbench.data.pair_layouts import VOC_DIR
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 from visionbench.checkpoint import load_checkpoint
 from visionbench.run import check_resume, evaluate, train

@@ -20,7 +20,8 @@ from visionbench.cli import user_error
 from visionbench.data.base import VisionDataModule
 from visionbench.data.sampler import ClassBalancedSampler, EpochShuffleSampler, EpochTaggedSampler
 from visionbench.data.shapes import generate_shapes
-from visionbench.data.simpsons import ManifestImageDataset, SimpsonsDataModule
+from visionbench.data.simpsons import SimpsonsDataModule
+from visionbench.data.storage import FileSamples
 from visionbench.data.split import TRAIN_DIR, read_manifest
 from visionbench.errors import ConfigError
 from visionbench.run import build_datamodule, build_task
@@ -217,8 +218,8 @@ def _imbalanced_shapes(root: Path) -> Path:
 
 
 def _dataset_labels(dataset: Dataset) -> list[int]:
-    if isinstance(dataset, ManifestImageDataset):
-        return [dataset.class_to_idx[e.label] for e in dataset.entries]
+    if isinstance(dataset, FileSamples):
+        return list(dataset.items.labels)  # type: ignore[attr-defined]
     return list(dataset.labels)  # type: ignore[attr-defined]
 
 

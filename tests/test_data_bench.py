@@ -56,7 +56,7 @@ def test_batched_augmentation_costs_no_more_than_the_per_image_augmentation(resu
 
 @pytest.mark.parametrize("model", ["cnn", "resnet_small", "resnet50"])
 def test_training_loop_keeps_the_model_busy(result: DataBenchResult, model: str) -> None:
-    assert result.train_over_model[model] >= 0.95, result
+    assert result.train_over_model[model] >= 0.97, result
 
 
 def test_epoch_time_grows_linearly_and_memory_stays_flat(result: DataBenchResult) -> None:

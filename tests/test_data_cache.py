@@ -17,13 +17,16 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from visionbench.data.batch_augment import ClassificationBatchTransform, normalize_uint8
-from visionbench.data.cache import CACHE_DIR, MEAN_PIXEL, build_cache, decode_resized, remove_caches
+from visionbench.data.augment import Augment
+from visionbench.data.batch_augment import BatchTransform, normalize_uint8
+from visionbench.data.cache import CACHE_DIR, build_cache, remove_caches
+from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
+from visionbench.data.readers import decode_resized
 from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import MANIFEST, TRAIN_DIR, read_manifest
-from visionbench.data.transforms import Augment
-from visionbench.data.voc import SPLITS_DIR, VOC_DIR, VOCSegmentationDataModule
+from visionbench.data.transforms import MEAN_PIXEL
+from visionbench.data.voc import VOCSegmentationDataModule
 from visionbench.errors import ConfigError
 from visionbench.tasks.classification import ClassificationTask
 
@@ -67,7 +70,7 @@ def test_cached_images_match_the_pil_decode_within_one_grey_level(tmp_path: Path
     dm = simpsons(root, "cached", image_size=64)
     resize = v2.Compose([v2.ToImage(), v2.Resize((64, 64), antialias=True)])
     dataset = dm.datasets["train"]
-    entries = [e for e in dm._entries() if e.split == "train"]
+    entries = [e for e in dm.source.entries() if e.split == "train"]
     diffs = []
     for index, entry in enumerate(entries):
         cached, _ = dataset[index]
@@ -93,7 +96,7 @@ def test_without_augmentation_both_pipelines_give_the_same_batches(tmp_path: Pat
 
 
 def test_flip_rate_brightness_and_rotation_follow_the_augment_settings() -> None:
-    transform = ClassificationBatchTransform(Augment(degrees=40, brightness=(0.8, 1.2), hflip=0.5))
+    transform = BatchTransform(Augment(degrees=40, brightness=(0.8, 1.2), hflip=0.5))
     images = torch.randint(0, 256, (1024, 3, 8, 8), dtype=torch.uint8)
     transform((images, torch.zeros(1024, dtype=torch.long)), train=True)
     params = transform.last_params
@@ -110,7 +113,7 @@ def test_fused_batch_augmentation_equals_the_steps_one_by_one() -> None:
     conversion; it must equal kornia's warp, then brightness with clamp, then flip, then
     normalisation (the PIL pipeline's order) with the same sampled parameters."""
     torch.manual_seed(0)
-    transform = ClassificationBatchTransform(Augment())
+    transform = BatchTransform(Augment())
     images = torch.randint(0, 256, (16, 3, 24, 32), dtype=torch.uint8)
     out, _ = transform((images, torch.zeros(16, dtype=torch.long)), train=True)
     params = transform.last_params
@@ -124,7 +127,7 @@ def test_fused_batch_augmentation_equals_the_steps_one_by_one() -> None:
 
 def test_each_sample_is_flipped_exactly_when_its_parameters_say_so() -> None:
     still = Augment(degrees=0, translate=0, shear=0, zoom=0, brightness=(1.0, 1.0), hflip=0.5)
-    transform = ClassificationBatchTransform(still)
+    transform = BatchTransform(still)
     images = torch.zeros(64, 3, 8, 8, dtype=torch.uint8)
     images[..., :, 0] = 255  # a marker in the left column
     out, _ = transform((images, torch.zeros(64, dtype=torch.long)), train=True)
@@ -135,7 +138,7 @@ def test_each_sample_is_flipped_exactly_when_its_parameters_say_so() -> None:
 
 def test_rotation_turns_a_marker_by_the_sampled_angle() -> None:
     """A bright dot right of the centre ends up at the sampled angle (image y axis points down)."""
-    transform = ClassificationBatchTransform(Augment(degrees=40, translate=0, shear=0, zoom=0, brightness=(1.0, 1.0), hflip=0))
+    transform = BatchTransform(Augment(degrees=40, translate=0, shear=0, zoom=0, brightness=(1.0, 1.0), hflip=0))
     size, radius = 33, 12
     images = torch.zeros(256, 3, size, size, dtype=torch.uint8)
     images[..., size // 2, size // 2 + radius] = 255
@@ -152,7 +155,7 @@ def test_rotation_turns_a_marker_by_the_sampled_angle() -> None:
 
 def test_eval_batches_are_only_normalised() -> None:
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    out, _ = ClassificationBatchTransform(Augment())((images, torch.zeros(4, dtype=torch.long)), train=False)
+    out, _ = BatchTransform(Augment())((images, torch.zeros(4, dtype=torch.long)), train=False)
     torch.testing.assert_close(out, normalize_uint8(images))
 
 
@@ -381,3 +384,49 @@ def test_cleaning_waits_for_a_build_in_progress_and_removes_only_what_is_not_kep
     cleaner.join()
     assert result == [{"train-k1": old_bytes}]
     assert [p.name for p in cache_files(tmp_path)] == ["train-k2.images.u8", "train-k2.json", "val-k1.images.u8", "val-k1.json"]
+
+
+# --- the batch transform in the loader workers when the training device is the CPU ----------------
+
+
+def on_cpu(dm: SimpsonsDataModule) -> SimpsonsDataModule:
+    dm.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    dm.trainer.training = True
+    return dm
+
+
+def test_on_a_cpu_batches_leave_the_loader_augmented_and_normalised(tmp_path: Path) -> None:
+    """The training process only trains: its batch hook passes loader batches through untouched, and
+    each sample draws from its own (seed, epoch, index) stream, so any number of workers gives the same batches."""
+    root = write_classes(tmp_path / "data", width=40, height=36)
+    train: dict[int, tuple[Tensor, Tensor]] = {}
+    for workers in (0, 2):
+        dm = on_cpu(simpsons(root, "cached", augment={}, num_workers=workers))
+        train[workers] = next(iter(dm.train_dataloader()))
+        assert train[workers][0].dtype == torch.float32
+        assert dm.on_after_batch_transfer(train[workers], 0) is train[workers]
+        val = next(iter(dm.val_dataloader()))
+        raw = next(iter(simpsons(root, "cached", augment={}).val_dataloader()))  # no trainer: the uint8 batch
+        torch.testing.assert_close(val[0], normalize_uint8(raw[0]), atol=0, rtol=0)
+    assert torch.equal(train[0][0], train[2][0]) and torch.equal(train[0][1], train[2][1])
+    unaugmented = normalize_uint8(next(iter(simpsons(root, "cached", augment={}).train_dataloader()))[0])
+    assert not torch.allclose(train[0][0], unaugmented)
+
+
+def test_a_samples_loader_augmentation_does_not_depend_on_its_batch(tmp_path: Path) -> None:
+    dm = on_cpu(simpsons(write_classes(tmp_path / "data", width=40, height=36), "cached", augment={"auto_augment": "ta_wide", "random_erase": 0.5}))
+    dataset = dm.train_dataloader().dataset
+    first, _ = dataset.__getitems__([3, 5])  # type: ignore[attr-defined]
+    second, _ = dataset.__getitems__([5, 1, 3])  # type: ignore[attr-defined]
+    assert torch.equal(first[0], second[2]) and torch.equal(first[1], second[0])
+    later, _ = dataset.__getitems__([len(dataset) + 3])  # the same sample in the next epoch: other draws
+    assert not torch.equal(first[0], later[0])
+
+
+def test_segmentation_batches_leave_the_loader_normalised_on_a_cpu(tmp_path: Path) -> None:
+    root = write_voc(tmp_path, {"a": (24, 32), "b": (30, 20), "c": (10, 12)}, train=["a", "c"], val=["b", "a"])
+    dm = on_cpu(voc(root, "cached"))  # type: ignore[arg-type]
+    images, masks = next(iter(dm.val_dataloader()))
+    raw_images, raw_masks = next(iter(voc(root, "cached").val_dataloader()))
+    torch.testing.assert_close(images, normalize_uint8(raw_images), atol=0, rtol=0)
+    assert torch.equal(masks, raw_masks)

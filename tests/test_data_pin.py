@@ -84,18 +84,21 @@ PINNED: dict[tuple[str, str], tuple[list[str], dict[str, float]]] = {
         ],
         {'test/loss': 3.4369, 'test/acc': 0.3333, 'test/acc_macro': 0.3333},
     ),
+    # On a CPU the cached pipeline augments each training batch in the loader, every sample from its own
+    # (seed, epoch, index) stream: the images differ from the version that drew on the training process's
+    # stream between the dropout masks (same samples, labels and validation batches).
     ('simpsons', 'cached'): (
         [
-            'train e0 b0 60211dcacff8 60cb1131bd82',
-            'train e0 b1 3c9b08efb6a3 bd2fbb4b3dcb',
+            'train e0 b0 3c46320911d5 60cb1131bd82',
+            'train e0 b1 091348109522 bd2fbb4b3dcb',
             'val e0 b0 dab4e69bfb46 8f77fc79b4ef',
             'val e0 b1 58e1bd6ca86b c571327cb01a',
-            'train e1 b0 8c6768cbb70b 4cea01406733',
-            'train e1 b1 67191c9c5b0d 39924f05f255',
+            'train e1 b0 cbd2636091cb 4cea01406733',
+            'train e1 b1 3a80a1cdda43 39924f05f255',
             'val e1 b0 dab4e69bfb46 8f77fc79b4ef',
             'val e1 b1 58e1bd6ca86b c571327cb01a',
         ],
-        {'test/loss': 2.6276, 'test/acc': 0.3333, 'test/acc_macro': 0.3333},
+        {'test/loss': 1.6787, 'test/acc': 0.3333, 'test/acc_macro': 0.3333},
     ),
     ('voc', 'pil'): (
         [

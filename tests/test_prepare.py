@@ -53,7 +53,7 @@ def test_prepare_imports_the_zip_and_the_kaggle_test_set_becomes_the_test_split(
     assert "homer_simpson" in result.stdout and "excluded" in result.stdout
     dm = SimpsonsDataModule(tmp_path / "data" / "simpsons", batch_size=4, num_workers=0, split={"test_source": "kaggle", "test_per_class": 50})
     dm.prepare_data()
-    test = [e for e in dm._entries() if e.split == "test"]
+    test = [e for e in dm.source.entries() if e.split == "test"]
     assert len(test) == 9 and all(e.path.startswith(KAGGLE_TEST_DIR) for e in test)  # 3 per kept class; nelson_muntz has only 100
 
 

@@ -20,7 +20,9 @@ from test_segmentation_data import write_list, write_pair
 from torch import Tensor, nn
 
 from visionbench.masks import IGNORE_INDEX
-from visionbench.data.voc import VOC_DIR, VOCSegmentationDataModule, load_mask, split_pairs
+from visionbench.data.pair_layouts import VOC_DIR, split_pairs
+from visionbench.data.readers import load_mask
+from visionbench.data.voc import VOCSegmentationDataModule
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 from visionbench.run import train
 from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores
@@ -102,7 +104,7 @@ def test_voc_layout_lists_the_same_pairs_as_before(voc_root: Path) -> None:
         pairs = [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png") for i in ids]
         assert split_pairs(voc_root, split) == split_pairs(voc_root, split, "voc") == pairs
     dm = VOCSegmentationDataModule(voc_root, crop=(16, 24), num_workers=0)
-    assert (dm.layout, dm.ignore_index) == ("voc", IGNORE_INDEX)
+    assert (dm.source.layout, dm.source.ignore_index) == ("voc", IGNORE_INDEX)
 
 
 def test_folders_layout_pairs_images_and_masks_by_name_per_split(folders_root: Path) -> None:

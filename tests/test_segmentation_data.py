@@ -13,10 +13,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from visionbench.cli import CONFIG_DIR
-from visionbench.data.seg_transforms import SegAugment, eval_transform, pad_collate, train_transform
+from visionbench.data.augment import SegAugment
+from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
 from visionbench.data.shapes_seg import SEG_CLASSES, generate_shapes_seg
-from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from visionbench.data.voc import SPLITS_DIR, VOC_DIR, VOCSegmentationDataModule
+from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pad_collate, train_transform
+from visionbench.data.voc import VOCSegmentationDataModule
 from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.errors import CorruptDataError, DataNotFoundError
 
@@ -133,7 +134,7 @@ def test_validate_checks_every_file_when_preparing(voc_root: Path) -> None:
 
 
 def test_validate_logs_the_number_of_checked_pairs(voc_root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("INFO", logger="visionbench.data.voc"):
+    with caplog.at_level("INFO", logger="visionbench.data.pair_layouts"):
         datamodule(voc_root, validate=True).prepare_data()
     assert "validated 6 image/mask pairs" in caplog.text
 

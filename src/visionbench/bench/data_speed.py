@@ -13,7 +13,8 @@ at 1), which swamped every ratio with noise.
 The loader comparison runs on JPEGs at two source sizes: 256 px, and 480 px, the middle of the
 400-640 px the real Simpsons frames have (shared/MACHINE.md), because the per-image pipeline's
 cost is mostly decoding and so grows with the source while the cache's does not.
-Usage: ``python -m visionbench.bench.data_speed [out_dir]`` (also run by ``pytest -m bench``).
+Usage: ``python -m visionbench.bench.data_speed [out_dir]`` (also run by ``pytest -m bench``);
+``python -m visionbench.bench.data_speed --end-to-end [work_dir]`` runs the training ÷ model-alone section alone.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def datamodule(root: Path, pipeline: str, image_size: int, batch_size: int, num_
 def loader_images_per_s(dm: SimpsonsDataModule, batches: int, augment: bool = True) -> float:
     """Training batches/s * batch as the model would receive them (float, normalised; augmented
     unless ``augment`` is false), after one warm-up batch; the cached pipeline's batch transform
-    runs here, in this process, as it does on the training device."""
+    runs here, in this process, as it does on a GPU (training on a CPU runs it in the loader
+    workers instead, which the end-to-end section measures)."""
     loader = iter(dm.train_dataloader())
     count, start = 0, 0.0
     for i in range(batches + 1):
@@ -82,8 +84,8 @@ def loader_images_per_s(dm: SimpsonsDataModule, batches: int, augment: bool = Tr
 class LoaderRates:
     """Loader images/s on one set of files, the same number of workers on both sides, medians
     over the rounds. With 0 workers both pipelines run on the same single core; with 2 the
-    per-image pipeline decodes on two worker processes while the batch augmentation still runs
-    on one core of the training process (on a GPU node it would run on the GPU)."""
+    per-image pipeline decodes on two worker processes while the batch augmentation runs here, on
+    one core (as on a GPU node, where it runs on the GPU; a CPU trainer runs it in the workers)."""
 
     source_size: int
     num_workers: int
@@ -191,6 +193,33 @@ def epoch_cost(dm: SimpsonsDataModule) -> tuple[float, float]:
     return seconds, memory.peak_mb
 
 
+def end_to_end(
+    dm: SimpsonsDataModule, batches: int, warmup: int, rounds: int, progress: Callable[[str], None] = lambda name: None,
+    models: tuple[str, ...] = END_TO_END_MODELS,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median images/s of the training loop and of the model alone for each of ``models``, the two
+    sides alternating round by round so that a busy neighbour slows both alike."""
+    train_rate, model_rate = {}, {}
+    for name in models:
+        progress(name)
+        make_net = functools.partial(build_net, Path(CONFIG_DIR), name, dm.num_classes, dm.image_size)
+        trained, alone = [], []
+        for _ in range(rounds):
+            trained.append(training_images_per_s(dm, make_net, batches, warmup))
+            alone.append(model_images_per_s(make_net, dm.num_classes, dm.image_size, dm.batch_size, batches, warmup))
+        train_rate[name], model_rate[name] = statistics.median(trained), statistics.median(alone)
+    return train_rate, model_rate
+
+
+def quiet_steady_torch(threads: int) -> None:
+    """``threads`` intra-op threads, no Lightning banners (one Trainer per measurement), and denormal
+    floats flushed on both sides of every ratio: a model trained on one repeated random batch drifts
+    into them, which made CPU timings erratic (measured up to 15x on resnet_small)."""
+    torch.set_num_threads(threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.set_flush_denormal(True)
+
+
 @dataclass
 class DataBenchResult:
     loader: list[LoaderRates]
@@ -225,11 +254,7 @@ def run(
     is told the name of each step before it starts, and the total number of steps.
     """
     total = len(source_sizes) * len(loader_workers) + 1 + len(END_TO_END_MODELS) + len(growth_per_class)
-    torch.set_num_threads(threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per measurement: no banners
-    # Both sides of each ratio alike: denormal floats (which a model trained on one repeated random
-    # batch drifts into) otherwise make the CPU timings erratic (measured up to 15x on resnet_small).
-    torch.set_flush_denormal(True)
+    quiet_steady_torch(threads)
     sources = {size: make_shapes(work_dir / f"shapes{size}", per_class=150, image_size=size) for size in source_sizes}
     loader = []
     for size, root in sources.items():
@@ -240,17 +265,7 @@ def run(
     progress("augmentation cost", total)
     augment = augment_cost(cached, loader_batches, rounds)
 
-    train_rate, model_rate = {}, {}
-    for name in END_TO_END_MODELS:
-        progress(f"{name}: training loop vs model alone", total)
-
-        make_net = functools.partial(build_net, Path(CONFIG_DIR), name, cached.num_classes, image_size)
-
-        trained, alone = [], []
-        for _ in range(rounds):
-            trained.append(training_images_per_s(cached, make_net, train_batches, warmup))
-            alone.append(model_images_per_s(make_net, cached.num_classes, image_size, batch_size, train_batches, warmup))
-        train_rate[name], model_rate[name] = statistics.median(trained), statistics.median(alone)
+    train_rate, model_rate = end_to_end(cached, train_batches, warmup, rounds, lambda name: progress(f"{name}: training loop vs model alone", total))
 
     sizes, seconds, peaks = [], [], []
     for per_class in growth_per_class:
@@ -288,7 +303,20 @@ def markdown(result: DataBenchResult) -> str:
     return "\n".join(["| measure | result |", "|---|---|", *rows]) + "\n"
 
 
+def main_end_to_end(work_dir: Path, rounds: int = 5, batches: int = 6, warmup: int = 2) -> None:
+    """The end-to-end section alone (``--end-to-end``): training ÷ model alone per model (printed as
+    each finishes), medians of ``rounds`` interleaved rounds, cached pipeline, 2 loader workers, 128 px."""
+    quiet_steady_torch(1)
+    dm = datamodule(make_shapes(work_dir / "shapes256", per_class=150, image_size=256), "cached", 128, 32, 2)
+    for name in END_TO_END_MODELS:
+        train_rate, model_rate = end_to_end(dm, batches, warmup, rounds, models=(name,))
+        print(f"{name}: {train_rate[name]:.1f} ÷ {model_rate[name]:.1f} img/s = {train_rate[name] / model_rate[name]:.3f}", flush=True)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--end-to-end"]:
+        main_end_to_end(Path(argv[1]) if len(argv) > 1 else Path(tempfile.mkdtemp(prefix="visionbench-data-bench-")))
+        return
     out_dir = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="visionbench-data-bench-"))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as bar:

@@ -1,5 +1,6 @@
-"""What every visionbench DataModule shares: loaders whose sharding is exact under DDP and whose
-training samples depend only on (seed, epoch, index)."""
+"""What every visionbench DataModule shares: the one choice between reading samples from their files
+and from the uint8 cache (``storage``), loaders whose sharding is exact under DDP, and training
+samples that depend only on (seed, epoch, index). A task's DataModule adds its source and transforms."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Subset
+from lightning.pytorch.accelerators import CPUAccelerator
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Subset, default_collate
 
+from visionbench.data.augment import Augment, SampleStreams
+from visionbench.data.batch_augment import BatchTransform
 from visionbench.data.sampler import (
     ClassBalancedSampler,
     EpochShuffleSampler,
@@ -17,10 +21,12 @@ from visionbench.data.sampler import (
     EvalShardSampler,
     fixed_order,
 )
+from visionbench.data.storage import FileSamples, Items, check_pipeline
 from visionbench.errors import ConfigError
 from visionbench.seeding import stream_seed
 
 SAMPLERS = ("shuffle", "balanced")
+STAGES = ("train", "val", "test")
 
 
 class SeededSamples(Dataset):
@@ -29,37 +35,48 @@ class SeededSamples(Dataset):
     Per-sample augmentation (torchvision v2 transforms, random crops) draws from torch's global
     RNG in whichever process reads the sample. Each worker's stream depends on the worker count
     and restarts with the workers, so a resumed run would see other augmentations than a
-    straight one. Seeding every sample from (seed, epoch, index) instead gives the same samples
-    for any ``num_workers`` and after any resume.
+    straight one. Seeding every sample from (seed, epoch, index) instead (``SampleStreams``) gives
+    the same samples for any ``num_workers`` and after any resume.
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(self, dataset: Dataset, seed: int, batch_transform: BatchTransform | None = None) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.batch_transform = batch_transform
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def streams(self, tagged: list[int]) -> SampleStreams:
+        """About 30 us per sample (the hash), against milliseconds to decode and augment it."""
+        return SampleStreams([stream_seed(self.seed, *divmod(i, len(self))) for i in tagged])
+
     def __getitem__(self, tagged: int) -> Any:
-        """The sample, drawn with the CPU generator seeded for it and restored afterwards (so the
-        main process's own stream is untouched with ``num_workers=0``). About 30 us per sample
-        here (the hash), against milliseconds to decode and augment it; ``torch.manual_seed`` and
-        ``fork_rng`` would add 60-70 us more, as they also visit every accelerator."""
-        epoch, index = divmod(tagged, len(self))
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed(stream_seed(self.seed, epoch, index))
-        try:
-            return self.dataset[index]
-        finally:
-            generator.set_state(state)
+        with self.streams([tagged]).drawing(0):
+            return self.dataset[tagged % len(self)]
 
     def __getitems__(self, tagged: list[int]) -> Any:
-        """Whole-batch reads (the cache's) draw no random numbers; other datasets go sample by sample."""
+        """Whole-batch reads (the cache's) draw no random numbers, but ``batch_transform`` (given when
+        the loader augments) draws each sample's from its own stream; other datasets go sample by sample."""
         read_batch = getattr(self.dataset, "__getitems__", None)
         if read_batch is None:
             return [self[i] for i in tagged]
-        return read_batch([i % len(self) for i in tagged])
+        batch = read_batch([i % len(self) for i in tagged])
+        if self.batch_transform is None:
+            return batch
+        return self.batch_transform(batch, train=True, streams=self.streams(tagged))
+
+
+class LoaderNormalises:
+    """A loader's collate, then ``batch_transform``'s normalisation of what is still uint8 (training
+    batches read whole arrive augmented and normalised from ``SeededSamples``)."""
+
+    def __init__(self, collate: Callable[[Any], Any] | None, batch_transform: BatchTransform) -> None:
+        self.collate = collate or default_collate
+        self.batch_transform = batch_transform
+
+    def __call__(self, samples: Any) -> Any:
+        return self.batch_transform(self.collate(samples), train=False)
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -74,7 +91,9 @@ class VisionDataModule(L.LightningDataModule):
     1-process value.
     """
 
-    def __init__(self, batch_size: int, num_workers: int, seed: int = 0, sampler: str = "shuffle") -> None:
+    def __init__(
+        self, batch_size: int, num_workers: int, seed: int = 0, sampler: str = "shuffle", pipeline: str = "pil", batch_augment: Augment | None = None
+    ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
             raise ConfigError(
@@ -85,44 +104,33 @@ class VisionDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.sampler = sampler
-        # Set by subclasses for the cached pipeline: uint8 batch -> augmented (train), normalised floats.
-        self.batch_transform: Callable[..., Any] | None = None
-        # Set by classification subclasses when MixUp/CutMix is on (``transforms.batch_mix``):
+        self.pipeline = check_pipeline(pipeline)
+        # The cached pipeline's uint8 batch -> augmented (train, with ``batch_augment``), normalised floats.
+        self.batch_transform = BatchTransform(batch_augment) if self.pipeline == "cached" else None
+        # Set by classification subclasses when MixUp/CutMix is on (``augment.batch_mix``):
         # (normalised images, int labels) -> (mixed images, class probabilities), training only.
         self.batch_mix: Callable[..., Any] | None = None
         self.datasets: dict[str, Dataset] = {}  # "train"/"val"/"test", filled by ``setup``
+        self.transforms_in_loader = False  # set as the loaders are made: see ``_loader``
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Cached pipeline: augment (training only) and normalise the uint8 batch on the device.
-        Then, in training only, either pipeline's normalised batch is mixed (``batch_mix``): after
-        every per-image augmentation, as torchvision's recipe mixes collated batches; validation
-        and test keep their integer labels. A bare tensor is the model summary's example input,
-        already a float image batch."""
+        """Cached pipeline on an accelerator: augment (training only) and normalise the uint8 batch
+        on the device. Then, in training only, either pipeline's normalised batch is mixed
+        (``batch_mix``): after every per-image augmentation, as torchvision's recipe mixes collated
+        batches; validation and test keep their integer labels. A bare tensor is the model
+        summary's example input, already a float image batch."""
         if isinstance(batch, torch.Tensor):
             return batch
         training = self.trainer.training
-        if self.batch_transform is not None:
+        if self.batch_transform is not None and not self.transforms_in_loader:
             batch = self.batch_transform(batch, train=training)
         if self.batch_mix is not None and training:
             batch = self.batch_mix(*batch)
         return batch
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
-    def _overfitting(self) -> bool:
-        trainer = getattr(self, "trainer", None)
-        return trainer is not None and trainer.overfit_batches > 0
-
-    def _current_epoch(self) -> int:
-        """The epoch the fit loop runs next, as Lightning hands it to ``set_epoch``. A resumed run
-        creates (and, with workers, starts prefetching from) its loaders while ``current_epoch``
-        still reads the checkpoint's last finished epoch."""
-        trainer = getattr(self, "trainer", None)
-        return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)  # type: ignore[attr-defined]
 
     def train_labels(self) -> list[int] | None:
         """The class index of each training sample, in dataset order (``sampler="balanced"`` and
@@ -142,6 +150,24 @@ class VisionDataModule(L.LightningDataModule):
             )
         return ClassBalancedSampler(labels, self.seed, rank, world)
 
+    # A task's DataModule supplies its source's listing of a stage (train, val, test), the per-image
+    # path's (image, target) -> (normalised tensor, target), and the stage served from the cache.
+    def items(self, stage: str) -> Items:
+        raise NotImplementedError
+
+    def sample_transform(self, stage: str) -> Callable[[Any, Any], tuple[Any, Any]]:
+        raise NotImplementedError
+
+    def cached(self, items: Items, stage: str) -> Dataset:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self.datasets = {name: self.dataset(name) for name in STAGES}
+
+    def dataset(self, stage: str) -> Dataset:
+        items = self.items(stage)
+        return FileSamples(items, self.sample_transform(stage)) if self.pipeline == "pil" else self.cached(items, stage)
+
     def collate_fn(self, split: str) -> Callable[[Any], Any] | None:
         """How ``split``'s samples become a batch; ``None`` is PyTorch's default collate."""
         return None
@@ -156,21 +182,29 @@ class VisionDataModule(L.LightningDataModule):
         return self._loader(self.datasets["test"], train=False, collate_fn=self.collate_fn("test"))
 
     def _loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[Any], Any] | None = None) -> DataLoader:
-        rank, world = self._rank_world()
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        # On a CPU, "on the device" would mean in the training process, on the core it trains on:
+        # the cached pipeline's batch transform runs in the loader (its workers) instead.
+        self.transforms_in_loader = self.batch_transform is not None and isinstance(getattr(trainer, "accelerator", None), CPUAccelerator)
+        batch_transform = self.batch_transform if self.transforms_in_loader else None
+        if batch_transform is not None:
+            collate_fn = LoaderNormalises(collate_fn, batch_transform)
         sampler: Sampler[int]
-        if self._overfitting():
+        if trainer is not None and trainer.overfit_batches > 0:
             # Lightning's overfit_batches swaps any other sampler for a SequentialSampler over the
             # dataset, whose storage order is class by class: the few batches it fits (and
             # validates on) would hold one class. It gets a sequential view of a fixed shuffled order.
-            dataset = Subset(SeededSamples(dataset, self.seed) if train else dataset, fixed_order(len(dataset)))  # type: ignore[arg-type]
+            dataset = Subset(SeededSamples(dataset, self.seed, batch_transform) if train else dataset, fixed_order(len(dataset)))  # type: ignore[arg-type]
             sampler = SequentialSampler(dataset)
         elif train:
             order = self._training_order(len(dataset), rank, world)  # type: ignore[arg-type]
             sampler = EpochTaggedSampler(order, len(dataset))  # type: ignore[arg-type]
-            # Workers fetch indices as soon as the loader is iterated, which on resume happens
-            # before the fit loop's set_epoch: start at the (restored) epoch already.
-            sampler.set_epoch(self._current_epoch())
-            dataset = SeededSamples(dataset, self.seed)
+            # Workers fetch indices as soon as the loader is iterated, which on resume happens before the
+            # fit loop's set_epoch (and while ``current_epoch`` still reads the checkpoint's last finished
+            # epoch): start at the epoch the fit loop runs next, as Lightning hands it to ``set_epoch``.
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0)
+            dataset = SeededSamples(dataset, self.seed, batch_transform)
         else:
             sampler = EvalShardSampler(len(dataset), rank, world)  # type: ignore[arg-type]
         return DataLoader(

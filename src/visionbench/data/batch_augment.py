@@ -1,55 +1,40 @@
-"""Augmentation and normalisation of whole uint8 batches on the training device.
+"""Augmentation and normalisation of whole uint8 batches (the cached pipelines).
 
-The cached pipelines' loaders yield uint8 batches; their DataModules call these from
-``on_after_batch_transfer`` (after the batch is on the device). The same ``Augment``/``SegAugment``
-dataclasses drive both pipelines, with the per-image (PIL) path in
-``transforms.py``/``seg_transforms.py`` as the reference:
+Where: on an accelerator, in ``on_after_batch_transfer`` on the device, drawing from the process's
+global RNG; on a CPU, in the loader (``base.SeededSamples`` and ``base.LoaderNormalises``), each
+sample drawing from its own (seed, epoch, index) stream, so the training process only trains.
+The ``augment.Augment`` description drives this and the per-image path (``transforms``), the reference:
 
 * classification: affine (rotation, shift, zoom, shear; bilinear, uncovered pixels filled as
-  ``Augment.fill`` says: edge, black or mirror) -> brightness factor (multiplicative, clamped to
-  the pixel range: torchvision's formula) -> horizontal flip, then normalisation, with
-  per-sample parameters drawn and applied for the whole batch at once. The optional
-  ``auto_augment`` policy (after the flip, on uint8) and random erasing (after normalisation)
-  run sample by sample with the per-image path's own v2 transforms: v2 applies one op to a
-  whole batch, and the policies' ops (posterize, equalize, ...) have no batched per-sample
-  form. Eval batches are only normalised. MixUp/CutMix come after this, in the DataModule.
-* segmentation: only normalisation. Random scale, pad, crop and flip run per sample in the
-  loader on the uint8 cache (``voc.CachedSegmentationFiles``), with the per-image path's own
-  transforms: a scale must see the whole image, which the batch of crops no longer holds.
+  ``Augment.fill`` says) -> brightness factor (multiplicative, clamped: torchvision's formula) ->
+  horizontal flip, then normalisation, with per-sample parameters applied to the whole batch at
+  once. The optional ``auto_augment`` policy (after the flip, on uint8) and random erasing (after
+  normalisation) run sample by sample with the per-image path's own v2 transforms: their ops
+  (posterize, equalize, ...) have no batched per-sample form. MixUp/CutMix come after, in the DataModule.
+* segmentation: only normalisation. Scale, pad, crop and flip run per sample on the uint8 cache
+  (``storage.CachedPairs``): a scale must see the whole image, which a batch of crops no longer holds.
 
-The affine parameters and matrices come from ``kornia.augmentation.RandomAffine`` (same
-sampling and composition as torchvision's); the warp itself (``transforms.BatchAffine``) is
-``grid_sample`` on the ``affine_grid`` of the equivalent normalised matrix, which matches
-kornia's own warp to 1e-5 but is ~7x faster on CPU (kornia builds the sampling grid with
-full-resolution elementwise ops: 108 ms vs 14 ms for 32x3x128x128 on this machine; its
-ColorJitter/RandomHorizontalFlip cost 42/20 ms more). The classification batch then makes as
-few full-resolution passes as the algebra allows, because on a CPU each pass costs ~0.5 ms per
-32x3x128x128 batch:
-
-* the flip is folded into the warp matrix (a flip after the warp reads column -x: the matrix's
-  x column changes sign), so it costs nothing;
-* brightness is applied while converting uint8 to float, before the warp: the warp is linear in
-  the image for every fill (zeros, border and reflection padding all read a weighted sum of
-  image pixels or 0), so ``warp(b * x) == b * warp(x)`` and the clamp after the warp gives
-  exactly torchvision's ``clamp(b * image)``;
-* ``/255`` and the ImageNet normalisation are one multiply-add per channel.
-
-Measured on this machine (1 thread, 32x3x128x128, one process, same batch): 14-16 ms per
-batch before this fusion, 6.5-7 ms after (x2.1). On fresh loader batches, with loader workers
-sharing the two cores, it is ~13 ms (``python -m visionbench.bench.data_speed`` reports it as
-ms per image beside the per-image pipeline's augmentation cost). The per-sample steps add, on
-the same 32x3x128x128 batch (1 thread, median): TrivialAugmentWide 23 ms, RandAugment 46 ms,
-random erasing 1.5 ms at p=0.25 (4.6 ms at p=1).
+The affine parameters come from ``kornia.augmentation.RandomAffine`` (torchvision's sampling); the
+warp (``augment.BatchAffine``) is ``grid_sample``, ~7x faster on CPU than kornia's own (108 vs 14 ms
+for 32x3x128x128). Each full-resolution pass costs ~0.5 ms per such batch on a CPU, so the batch
+makes as few as the algebra allows: the flip is folded into the warp matrix (x column negated);
+brightness is applied while converting to float, before the warp, which is linear in the image
+for every fill, so the clamp after it gives exactly torchvision's ``clamp(b * image)``; ``/255``
+and the ImageNet normalisation are one multiply-add per channel. ~7 ms per batch on one thread;
+``python -m visionbench.bench.data_speed`` reports it beside the per-image path's cost.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, BatchAffine, auto_augmentation, random_erasing
+from visionbench.data.augment import Augment, BatchAffine, SampleStreams, auto_augmentation, random_erasing
+from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _channel_scale_offset(device: torch.device) -> tuple[Tensor, Tensor]:
@@ -78,60 +63,69 @@ class SampledParams:
     flipped: Tensor  # (N,) bool
 
 
-class ClassificationBatchTransform:
-    """(uint8 images, labels) -> (normalised float images, labels); augmented when training."""
+class BatchTransform:
+    """(uint8 images, targets) -> (normalised float images, targets), augmented when training with
+    an ``aug``; segmentation passes none (its pairs arrive augmented, see the module note)."""
 
-    def __init__(self, aug: Augment) -> None:
-        self.aug = aug
-        self.affine = BatchAffine(aug)
-        self.auto_augment = auto_augmentation(aug)
-        self.erasing = random_erasing(aug, inplace=True)
+    def __init__(self, aug: Augment | None = None) -> None:
+        self.aug = aug if aug is not None and aug.enabled else None
+        if self.aug is not None:
+            self.affine = BatchAffine(self.aug)
+            self.auto_augment = auto_augmentation(self.aug)
+            self.erasing = random_erasing(self.aug, inplace=True)
         self.last_params: SampledParams | None = None
 
-    def __call__(self, batch: tuple[Tensor, Tensor], train: bool) -> tuple[Tensor, Tensor]:
-        images, labels = batch
+    def __call__(self, batch: tuple[Tensor, Tensor], train: bool, streams: SampleStreams | None = None) -> tuple[Tensor, Tensor]:
+        """``streams``: each sample draws from its own (the loader's case); without, the batch draws
+        from the process's global RNG (the device's case)."""
+        images, targets = batch
         if images.dtype != torch.uint8:
             return batch
-        if not (train and self.aug.enabled):
-            return normalize_uint8(images), labels
-        levels = self.augment(images)
+        if not train or self.aug is None:
+            return normalize_uint8(images), targets
+        each = functools.partial(_each, streams)
+        levels = self.augment(images, streams)
         if self.auto_augment is not None:
-            levels = self.auto_augment_each(levels.round_().to(torch.uint8)).float()
+            levels = torch.stack(each(self.auto_augment, levels.round_().to(torch.uint8))).float()
         normalized = normalize_levels_(levels)
         if self.erasing is not None:
-            for image in normalized:  # in place, each sample its own box and coin
-                self.erasing(image)
-        return normalized, labels
+            each(self.erasing, normalized)  # in place, each sample its own box and coin
+        return normalized, targets
 
-    def auto_augment_each(self, images: Tensor) -> Tensor:
-        """The ``auto_augment`` policy on each uint8 image with its own op and magnitude, drawn in
-        batch order (~0.7 ms per 128² image for TrivialAugmentWide on this CPU)."""
-        assert self.auto_augment is not None
-        return torch.stack([self.auto_augment(image) for image in images])
-
-    def augment(self, images: Tensor) -> Tensor:
+    def augment(self, images: Tensor, streams: SampleStreams | None = None) -> Tensor:
         """uint8 batch -> warped, brightness-scaled, flipped float batch in levels [0, 255]
         (full-resolution passes: convert, scale, grid, warp, clamp)."""
-        n = images.shape[0]
-        low, high = self.aug.brightness
-        brightness = torch.empty(n, device=images.device).uniform_(low, high)
-        flipped = torch.rand(n, device=images.device) < self.aug.hflip
+        assert self.aug is not None
+        n, device = images.shape[0], images.device
+        if streams is None:
+            brightness, flipped, params = self.draw(n, images.shape, device)
+        else:
+            drawn = []
+            for i in range(n):
+                with streams.drawing(i):
+                    drawn.append(self.draw(1, images.shape, device))
+            brightness, flipped = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
+            params = {key: torch.cat([d[2][key] for d in drawn]) for key in drawn[0][2] if key != "forward_input_shape"}
         levels = images.float().mul_(brightness.view(n, 1, 1, 1))
-        params = self.affine.draw(levels.shape, levels.device)
         self.last_params = SampledParams(params, brightness, flipped)
         return self.affine.warp(levels, self.affine.theta(params, levels, flipped)).clamp_(0, 255)
 
+    def draw(self, n: int, shape: torch.Size, device: torch.device) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Brightness factors, flips and affine parameters of ``n`` images of ``shape``'s size."""
+        assert self.aug is not None
+        low, high = self.aug.brightness
+        brightness = torch.empty(n, device=device).uniform_(low, high)
+        flipped = torch.rand(n, device=device) < self.aug.hflip
+        return brightness, flipped, self.affine.draw((n, *shape[1:]), device)
 
-class SegmentationBatchTransform:
-    """(uint8 images, int64 masks) -> (normalised float images, masks).
 
-    Training samples arrive augmented: ``CachedSegmentationFiles`` scales, pads, crops and flips
-    each one in the loader exactly as the per-image path does, because a random scale must see
-    the whole image (zooming out shows context beyond the crop) and not only the crop.
-    """
-
-    def __call__(self, batch: tuple[Tensor, Tensor], train: bool) -> tuple[Tensor, Tensor]:
-        images, masks = batch
-        if images.dtype != torch.uint8:
-            return batch
-        return normalize_uint8(images), masks
+def _each(streams: SampleStreams | None, transform: Callable[[Tensor], Tensor], images: Tensor) -> list[Tensor]:
+    """``transform`` on each image with its own op and draws, in batch order (or each sample's stream);
+    v2 would apply one op to a whole batch (~0.7 ms per 128² image for TrivialAugmentWide on this CPU)."""
+    if streams is None:
+        return [transform(image) for image in images]
+    out = []
+    for i, image in enumerate(images):
+        with streams.drawing(i):
+            out.append(transform(image))
+    return out

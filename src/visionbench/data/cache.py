@@ -33,37 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from filelock import FileLock
-from PIL import Image
 from rich.progress import track
-from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from visionbench.data.atomic import atomic_path, file_lock, write_text_atomic
-from visionbench.data.transforms import IMAGENET_MEAN
-from visionbench.errors import ConfigError
+from visionbench.data.transforms import MEAN_PIXEL
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"  # hidden: a flat class-folder layout must not scan it as a class
 FORMAT_VERSION = 1  # bump when the decode rule changes: old caches then get a new key
-# Pixel value of padding in uint8 images: the ImageNet mean, so padding normalises to ~0 as in
-# the PIL path (which pads after normalising, with exactly 0); off by at most half a grey level.
-MEAN_PIXEL = tuple(round(m * 255) for m in IMAGENET_MEAN)
-PIPELINES = ("pil", "cached")
 # <name>-<key>.{images.u8,masks.u8,json}; keys are hex, names may hold '-' (seg-train)
 CACHE_FILE = re.compile(r"(?P<stem>(?P<name>.+)-[^-.]+)\.(?:images\.u8|masks\.u8|json)")
 _PLANNED: ContextVar[set[str] | None] = ContextVar("planned caches", default=None)
-
-
-def check_pipeline(pipeline: str) -> str:
-    if pipeline not in PIPELINES:
-        raise ConfigError(
-            f"Unknown task.data.pipeline {pipeline!r}. Use 'cached' (decode once into a uint8 cache, augment whole "
-            "batches on the device) or 'pil' (decode and augment every image in the loader: the reference)."
-        )
-    return pipeline
 
 
 def file_digest(path: Path) -> str:
@@ -90,21 +72,6 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} TB"
-
-
-def decode_resized(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """(3, H, W) uint8 of ``path`` squash-resized to ``size`` = (H, W), as the PIL path does it.
-
-    JPEGs are decoded at the smallest DCT scale still at least ``size`` (``Image.draft``, ~1.6x
-    faster), then resized with the same antialiased bilinear resize as ``classification_transform``,
-    which keeps the result within about a grey level of the full decode.
-    """
-    with Image.open(path) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", (size[1], size[0]))
-        image.load()
-        rgb = image.convert("RGB")
-    return TF.resize(TF.to_image(rgb), list(size), antialias=True).numpy()
 
 
 @dataclass(frozen=True)
@@ -294,8 +261,3 @@ def remove_caches(root: Path, keep: Collection[str] = ()) -> dict[str, int]:
                     path.unlink()
     return freed
 
-
-def image_tensor(cache: ImageCache, index: int) -> Tensor:
-    """Item ``index`` as a (3, h, w) uint8 tensor: its valid region of the padded canvas."""
-    h, w = cache.sizes[index]
-    return torch.from_numpy(cache.images.read(index))[:, :h, :w]

@@ -105,21 +105,32 @@ def render(label: str, rng: np.random.Generator, image_size: int = 64) -> Image.
         else:
             rad = rng.uniform(1, 4) * SUPERSAMPLE
             draw.ellipse([x0 - rad, y0 - rad, x0 + rad, y0 + rad], fill=colour)
-    outer, hole, hole_dx = CLASSES[label]
     r = size * rng.uniform(0.25, 0.4)
     cx, cy = size / 2 + rng.uniform(-0.12, 0.12, 2) * size
     angle = rng.uniform(0, 2 * math.pi)
-    mask = Image.new("L", (size, size), 0)
-    mdraw = ImageDraw.Draw(mask)
-    mdraw.polygon(_place(outer, cx, cy, r, angle), fill=255)
-    if hole is not None:
-        mdraw.polygon(_place(hole, cx, cy, r, angle, hole_dx), fill=0)
+    mask = shape_mask(label, (size, size), cx, cy, r, angle)
     colour = _contrasting_colour(rng, np.asarray(canvas, dtype=np.float32).mean(axis=(0, 1)))
     canvas.paste(Image.new("RGB", (size, size), colour), mask=mask)
-    image = canvas.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    return photographed(canvas, rng, image_size, image_size, max_noise=14)
+
+
+def shape_mask(label: str, size: tuple[int, int], cx: float, cy: float, r: float, angle: float) -> Image.Image:
+    """The (width, height) "L" mask of class ``label``'s shape (255 inside, holes cut out)."""
+    outer, hole, hole_dx = CLASSES[label]
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    draw.polygon(_place(outer, cx, cy, r, angle), fill=255)
+    if hole is not None:
+        draw.polygon(_place(hole, cx, cy, r, angle, hole_dx), fill=0)
+    return mask
+
+
+def photographed(canvas: Image.Image, rng: np.random.Generator, width: int, height: int, max_noise: float) -> Image.Image:
+    """The supersampled ``canvas`` downsampled to (width, height), sometimes blurred, with sensor noise."""
+    image = canvas.resize((width, height), Image.Resampling.LANCZOS)
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 14), (image_size, image_size, 3))
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, max_noise), (height, width, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 

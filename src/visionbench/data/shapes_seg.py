@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from visionbench.data import builtin
 from visionbench.masks import IGNORE_INDEX, voc_palette
-from visionbench.data.shapes import CLASSES, SUPERSAMPLE, _background, _place
-from visionbench.data.voc import SPLITS_DIR, VOC_DIR
+from visionbench.data.shapes import SUPERSAMPLE, _background, photographed, shape_mask
+from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
 
 SEG_CLASSES = ("background", "circle", "square", "triangle", "star", "cross", "ring")
 
@@ -58,23 +58,15 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_objects:
         draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4)) * SUPERSAMPLE)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         index = int(rng.integers(1, len(SEG_CLASSES)))
-        outer, hole, hole_dx = CLASSES[SEG_CLASSES[index]]
         r = min(h, w) * rng.uniform(0.2, 0.4)
         cx, cy = rng.uniform(0.1 * w, 0.9 * w), rng.uniform(0.1 * h, 0.9 * h)
         angle = rng.uniform(0, 2 * np.pi)
-        shape = Image.new("L", (w, h), 0)
-        sdraw = ImageDraw.Draw(shape)
-        sdraw.polygon(_place(outer, cx, cy, r, angle), fill=255)
-        if hole is not None:
-            sdraw.polygon(_place(hole, cx, cy, r, angle, hole_dx), fill=0)
+        shape = shape_mask(SEG_CLASSES[index], (w, h), cx, cy, r, angle)
         canvas.paste(Image.new("RGB", (w, h), class_colour(rng, index)), mask=shape)
         ldraw.bitmap((0, 0), shape, fill=index)
-    image = canvas.resize((width, height), Image.Resampling.LANCZOS)
-    if rng.random() < 0.3:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 12), (height, width, 3))
+    image = photographed(canvas, rng, width, height, max_noise=12)
     mask = np.asarray(labels.resize((width, height), Image.Resampling.NEAREST))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), void_border(mask, border)
+    return image, void_border(mask, border)
 
 
 def save_palette_mask(mask: np.ndarray, path: Path) -> None:

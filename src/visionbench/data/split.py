@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from visionbench.data.atomic import write_text_atomic
-from visionbench.data.images import is_image_name, unreadable_reason
+from visionbench.data.readers import is_image_name, unreadable_reason
 from visionbench.errors import ConfigError, DataNotFoundError
 
 log = logging.getLogger(__name__)
