@@ -13,16 +13,16 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics import Metric
 
 from visionbench.callbacks import task_figures
 from visionbench.callbacks.classification import ClassificationFigures
-from visionbench.callbacks.figures import unnormalize
 from visionbench.callbacks.model_summary import ModelSummaryText
 from visionbench.callbacks.segmentation import SegmentationFigures
-from visionbench.colormap import colorize
-from visionbench.data.seg_transforms import pad_collate
+from visionbench.drawing import colorize, unnormalize
 from visionbench.masks import IGNORE_INDEX
-from visionbench.data.transforms import normalize
+from visionbench.data.transforms import normalize, pad_collate
 from visionbench.errors import ConfigError
 from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores
 
@@ -96,11 +96,23 @@ class TinySegData(L.LightningDataModule):
         return DataLoader(RandomSegmentation(6), batch_size=4, collate_fn=pad_collate)
 
 
-def fit_segmentation(root: Path, loggers: list) -> tuple[L.Trainer, SegmentationFigures]:
+class DrawnSegmentationFigures(SegmentationFigures):
+    """Keeps the confusion matrix each validation epoch's figures were drawn from."""
+
+    def __init__(self, **kwargs: int) -> None:
+        super().__init__(**kwargs)
+        self.drawn: list[np.ndarray] = []
+
+    def draw(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, matrix: np.ndarray) -> None:
+        self.drawn.append(matrix)
+        super().draw(writer, trainer, pl_module, matrix)
+
+
+def fit_segmentation(root: Path, loggers: list) -> tuple[L.Trainer, DrawnSegmentationFigures]:
     task = SegmentationTask(
         TinySegNet(SEG_CLASSES), SEG_CLASSES, lambda params: torch.optim.SGD(params, lr=0.1), class_names=["bg", "a", "b"]
     )
-    figures = SegmentationFigures(num_images=3, num_train_images=4)
+    figures = DrawnSegmentationFigures(num_images=3, num_train_images=4)
     trainer = L.Trainer(
         max_epochs=2, logger=loggers, callbacks=[figures, ModelSummaryText()], default_root_dir=root,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,
@@ -116,10 +128,12 @@ def test_segmentation_run_logs_mask_triplets_iou_bars_and_summary(tmp_path: Path
     assert {"train/samples", "val/segmentation", "val/per_class_iou"} <= set(tags["images"])
     assert len(events(tmp_path / "tb").Images("val/segmentation")) == 2
     assert "model/summary/text_summary" in tags["tensors"]
-    # The IoU bars come from the callback's own confusion matrix: it must agree with the task's mIoU.
-    assert figures.confusion is not None
-    miou = segmentation_scores(figures.confusion.compute()).miou
+    # The IoU bars are drawn from the task's own matrix, read before the task resets it at epoch end:
+    # the last epoch's bars give the task's last val/miou, and the callback keeps no metric of its own.
+    assert len(figures.drawn) == 2 and figures.drawn[-1].sum() > 0
+    miou = segmentation_scores(torch.from_numpy(figures.drawn[-1])).miou
     assert float(miou) == pytest.approx(float(trainer.callback_metrics["val/miou"]), abs=1e-6)
+    assert not any(isinstance(value, Metric) for value in vars(figures).values())
 
 
 def test_figures_are_skipped_without_a_tensorboard_logger(tmp_path: Path) -> None:
@@ -128,17 +142,10 @@ def test_figures_are_skipped_without_a_tensorboard_logger(tmp_path: Path) -> Non
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
 
 
-def test_segmentation_confusion_matrix_ignores_void_pixels() -> None:
-    figures = SegmentationFigures()
-    figures.confusion = figures.make_confusion(type("M", (), {"num_classes": 2})())  # type: ignore[arg-type]
-    logits = torch.tensor([[[[5.0, 0.0, 0.0]], [[0.0, 5.0, 5.0]]]])  # predicts 0, 1, 1
-    figures.update(logits, torch.tensor([[[0, 0, IGNORE_INDEX]]]))
-    assert figures.confusion.compute().tolist() == [[1, 1], [0, 0]]
-
-
 def test_classification_confusion_matrix_counts_argmax_against_labels() -> None:
     figures = ClassificationFigures()
-    figures.confusion = figures.make_confusion(type("M", (), {"num_classes": 3})())  # type: ignore[arg-type]
+    figures.setup(None, type("M", (), {"num_classes": 3})(), "fit")  # type: ignore[arg-type]
+    assert figures.confusion is not None
     figures.update(torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 3.0, 0]]), torch.tensor([0, 1, 2]))
     assert figures.confusion.compute().tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
 

@@ -1,25 +1,31 @@
-"""predict.py: a checkpoint alone rebuilds the network; images of any mode and size are predicted
-in batches into predictions.csv under names that never collide, non-images are listed and counted
-(none readable is an error), and the preprocessing is the evaluation transform."""
+"""predict.py: a checkpoint alone rebuilds the task; images of any mode and size are predicted
+in batches by Trainer.predict into predictions.csv under names that never collide, non-images are
+listed and counted (none readable is an error), and the preprocessing is the evaluation transform."""
 
 from __future__ import annotations
 
 import csv
 import shutil
+import zlib
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import run_cli
+from conftest import TINY, run_cli
+from omegaconf import open_dict
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 
-from visionbench.data.images import load_rgb
+from visionbench.data.predict_files import input_files, predict_loader
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.cli import report_errors
 from visionbench.errors import ConfigError
-from visionbench.predict import default_output_dir, input_files, load_predictor, predict
+from visionbench.predict import default_output_dir, load_task, predict
+from visionbench.run import train
+from visionbench.tasks.classification import ClassificationTask
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +56,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_cli_predicts_a_folder_in_batches_into_a_csv_and_lists_the_non_image(checkpoint: Path, images: Path, tmp_path: Path) -> None:
-    """photo.jpg and photo.png both keep their figure; batches of 2 cross the skipped file; stdout is a summary."""
-    out = run_cli("src/predict.py", f"ckpt_path={checkpoint}", f"input={images}", f"output_dir={tmp_path}", "top_k=3", "batch_size=2").stdout
+    """photo.jpg and photo.png both keep their figure; batches of 2 cross the skipped file; stdout is a
+    summary, and stderr (not a terminal here, as in a log file) ends with a plain progress line."""
+    process = run_cli("src/predict.py", f"ckpt_path={checkpoint}", f"input={images}", f"output_dir={tmp_path}", "top_k=3", "batch_size=2")
+    out = process.stdout
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == [
         "gray.png.png", "photo.jpg.png", "photo.png.png", "sub/alpha.png.png", "sub/print.jpg.png"
     ]
@@ -64,6 +72,7 @@ def test_cli_predicts_a_folder_in_batches_into_a_csv_and_lists_the_non_image(che
         f"5 image(s) predicted, 1 file(s) skipped (not readable as images, listed above). Per-image results: "
         f"{tmp_path / 'predictions.csv'}; figures in {tmp_path}",
     ]
+    assert process.stderr.splitlines()[-1].startswith("predicting 6/6 files | elapsed ")
 
 
 def test_predict_one_image_prints_its_ranking_and_writes_into_the_run_folder(checkpoint: Path, images: Path, tmp_path: Path) -> None:
@@ -97,41 +106,79 @@ def test_figures_false_writes_only_the_csv(checkpoint: Path, images: Path, tmp_p
 
 
 def test_predict_preprocessing_equals_the_validation_dataset(checkpoint: Path) -> None:
-    predictor = load_predictor(checkpoint)
-    config = torch.load(checkpoint, weights_only=True)["visionbench_config"]
-    data = SimpsonsDataModule(config["task"]["data"]["root"], image_size=config["task"]["data"]["image_size"],
-                              split=config["task"]["data"]["split"])  # fmt: skip
-    val = data.split_dataset("val")
+    task = load_task(checkpoint)
+    config = task.run_config["task"]["data"]
+    data = SimpsonsDataModule(config["root"], image_size=config["image_size"], split=config["split"])
+    val = data.dataset("val")
     x, label = val[0]
+    batch = next(iter(predict_loader([val.items.root / val.items.paths[0]], val.items.root, "classification", config, batch_size=1)))
+    torch.testing.assert_close(batch.images[0], x)
     with torch.no_grad():
-        expected = predictor.net(x.unsqueeze(0)).softmax(1)[0].numpy()
-    assert predictor.class_names == data.class_names
-    np.testing.assert_allclose(predictor.classify([load_rgb(val.root / val.entries[0].path)])[0], expected, rtol=1e-5, atol=1e-6)
+        expected = task.net(x.unsqueeze(0)).softmax(1)[0].sort(descending=True, stable=True)
+        ranking = task.predict_step(batch, 0)
+    assert task.class_names == data.class_names
+    assert ranking.classes[0].tolist() == expected.indices.tolist()
+    torch.testing.assert_close(ranking.probabilities[0], expected.values, rtol=1e-5, atol=1e-6)
+
+
+def test_prediction_is_trainer_predict_with_a_prediction_writer(
+    checkpoint: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    calls: list[tuple[L.Trainer, L.LightningModule]] = []
+    original = L.Trainer.predict
+
+    def spy(trainer: L.Trainer, model: L.LightningModule, **kwargs: object) -> object:
+        calls.append((trainer, model))
+        return original(trainer, model, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "predict", spy)
+    predict(checkpoint, images / "photo.jpg", tmp_path, echo=lambda _: None)
+    [(trainer, model)] = calls
+    assert isinstance(model, ClassificationTask) and not model.training
+    assert any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks)
 
 
 def test_class_names_stored_in_the_checkpoint_are_used(checkpoint: Path, tmp_path: Path) -> None:
     content = torch.load(checkpoint, weights_only=True)
-    names = [f"class {i}" for i in range(len(load_predictor(checkpoint).class_names))]
+    names = [f"class {i}" for i in range(len(load_task(checkpoint).class_names))]
     content["visionbench_class_names"] = names
     torch.save(content, tmp_path / "named.ckpt")
-    assert load_predictor(tmp_path / "named.ckpt").class_names == names
+    assert load_task(tmp_path / "named.ckpt").class_names == names
 
 
 def test_a_checkpoint_without_run_config_is_a_config_error(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     with pytest.raises(ConfigError, match="visionbench_config"):
-        load_predictor(tmp_path / "plain.ckpt")
+        load_task(tmp_path / "plain.ckpt")
 
 
 class TinySegNet(nn.Module):
     """Class 1 wherever the red channel is above the mean: enough to check masks end to end."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, kernel_size: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, num_classes, 1)
+        self.conv = nn.Conv2d(3, num_classes, kernel_size, padding=kernel_size // 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
+
+
+def save_segmentation_checkpoint(path: Path, net: TinySegNet, module: dict[str, object] | None = None) -> Path:
+    """A checkpoint as src/train.py writes it, for a network defined here."""
+    checkpoint = {
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+        "visionbench_class_names": ["background", "red"],
+        "visionbench_config": {
+            "model": {"net": {"_target_": f"{__name__}.TinySegNet", "kernel_size": net.conv.kernel_size[0]}},
+            "task": {
+                "kind": "segmentation", "data": {"size_divisor": 32},
+                "module": {"_target_": "visionbench.tasks.segmentation.SegmentationTask", "eval_mode": "whole", **(module or {})},
+            },
+            "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+        },
+    }  # fmt: skip
+    torch.save(checkpoint, path)
+    return path
 
 
 def test_segmentation_checkpoint_writes_a_palette_mask_and_an_overlay(images: Path, tmp_path: Path) -> None:
@@ -140,15 +187,7 @@ def test_segmentation_checkpoint_writes_a_palette_mask_and_an_overlay(images: Pa
         net.conv.weight.zero_()
         net.conv.bias.zero_()
         net.conv.weight[1, 0] = 1.0  # logit of class 1 = normalised red channel
-    checkpoint = {
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "visionbench_class_names": ["background", "red"],
-        "visionbench_config": {
-            "model": {"net": {"_target_": f"{__name__}.TinySegNet"}},
-            "task": {"kind": "segmentation", "data": {"size_divisor": 32}, "module": {"eval_mode": "whole"}},
-        },
-    }
-    torch.save(checkpoint, tmp_path / "seg.ckpt")
+    save_segmentation_checkpoint(tmp_path / "seg.ckpt", net)
     out = tmp_path / "out"
     predict(tmp_path / "seg.ckpt", images / "sub", out, echo=lambda _: None)
     mask = Image.open(out / "alpha.png.mask.png")
@@ -165,6 +204,29 @@ def test_segmentation_checkpoint_writes_a_palette_mask_and_an_overlay(images: Pa
     assert lines[0].splitlines()[1:] == [f"  {'red':<20} 100.0% of pixels"]  # classes absent from the mask are not listed
 
 
+@pytest.mark.parametrize("eval_mode", ["whole", "slide"])
+def test_a_folder_of_mixed_sizes_predicts_each_mask_as_when_predicted_alone(tmp_path: Path, eval_mode: str) -> None:
+    """Images of three padded sizes, listed out of size order, and a broken file between them: batches
+    group one padded size (a 3x3 network sees the padding), while the CSV and the skipped list keep
+    the listing's order."""
+    torch.manual_seed(0)
+    window = {"window": [24, 24], "stride": [16, 16]} if eval_mode == "slide" else {}
+    checkpoint = save_segmentation_checkpoint(tmp_path / "seg.ckpt", TinySegNet(2, kernel_size=3), {"eval_mode": eval_mode, **window})
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, (h, w) in {"a.png": (40, 64), "b.png": (70, 30), "c.png": (33, 50), "e.png": (64, 64), "f.png": (20, 90)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "d.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    together = predict(checkpoint, folder, tmp_path / "together", batch_size=2, figures=False, echo=lambda _: None)
+    assert [r["path"] for r in read_csv(tmp_path / "together" / "predictions.csv")] == ["a.png", "b.png", "c.png", "e.png", "f.png"]
+    assert [p.name for p, _ in together.skipped] == ["d.png"]
+    for name in ("a.png", "b.png", "c.png", "e.png", "f.png"):
+        predict(checkpoint, folder / name, tmp_path / "alone", figures=False, echo=lambda _: None)
+        alone = np.asarray(Image.open(tmp_path / "alone" / f"{name}.mask.png"))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "together" / f"{name}.mask.png")), alone), name
+
+
 def test_an_output_folder_inside_the_input_folder_is_not_read_back_as_input(images: Path, tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     shutil.copytree(images, folder)
@@ -179,3 +241,53 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back_as_input(imag
 def test_settings_below_one_are_config_errors(checkpoint: Path, images: Path, tmp_path: Path, setting: str, value: int) -> None:
     with pytest.raises(ConfigError, match=f"{setting}={value}"):
         predict(checkpoint, images, tmp_path, **{setting: value}, echo=lambda _: None)
+
+
+def write_rgb(path: Path, height: int, width: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(path.as_posix().encode()))  # distinct content: the split drops duplicates
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def write_index_mask(path: Path, height: int, width: int, num_classes: int, void: int) -> None:
+    """Column stripes of every class under a band of void rows, as a grayscale index PNG."""
+    mask = (np.arange(width) * num_classes // width).astype(np.uint8)[None].repeat(height, 0)
+    mask[:3] = void
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask, mode="L").save(path)
+
+
+def tiny_dataset(task: str, root: Path) -> tuple[list[str], Path]:
+    """The overrides that train ``task`` on a tiny dataset written in its on-disk layout, and a folder to predict."""
+    if task == "folder":  # <root>/<class>/<image>
+        for name in ("cat", "dog"):
+            for i in range(8):
+                write_rgb(root / name / f"{i}.png", 20 + i, 24)
+        return ["model=cnn", "task.data.image_size=32", "task.data.split.test_per_class=2"], root / "dog"
+    if task == "seg_folder":  # images/<split>/<name>.jpg + masks/<split>/<name>.png
+        for split, n in (("train", 4), ("val", 2)):
+            for i in range(n):
+                write_rgb(root / "images" / split / f"{i}.jpg", 30 + 4 * i, 40)
+                write_index_mask(root / "masks" / split / f"{i}.png", 30 + 4 * i, 40, 2, 255)
+        return ["model=fcn", "task.data.class_names=[background,road]", "task.data.crop=[32,32]"], root / "images" / "val"
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):  # camvid: <split>/<name>.png + <split>annot/<name>.png, 11 = void
+        for i in range(n):
+            write_rgb(root / split / f"{split}{i}.png", 36, 52)
+            write_index_mask(root / f"{split}annot" / f"{split}{i}.png", 36, 52, 11, 11)
+    return ["model=fcn", "task.data.crop=[32,48]"], root / "val"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["folder", "seg_folder", "camvid"])
+def test_checkpoints_of_bring_your_own_data_tasks_predict(compose_cfg, tmp_path: Path, task: str) -> None:
+    overrides, inputs = tiny_dataset(task, tmp_path / "data")
+    cfg = compose_cfg([
+        f"task={task}", f"task.data.root={tmp_path / 'data'}", *overrides, *TINY, "test=false", "callbacks.figures=null",
+        "callbacks.model_checkpoint=null", "callbacks.model_summary=null",
+    ])  # fmt: skip
+    with open_dict(cfg):
+        del cfg["hydra"]  # as @hydra.main hands it over
+    train(cfg)
+    result = predict(tmp_path / "checkpoints" / "last.ckpt", inputs, tmp_path / "predictions", batch_size=3, echo=lambda _: None)
+    assert result.predicted == sorted(inputs.iterdir()) and not result.skipped
+    assert [r["path"] for r in read_csv(tmp_path / "predictions" / "predictions.csv")] == [p.name for p in result.predicted]

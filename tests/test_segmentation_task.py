@@ -189,6 +189,23 @@ def test_slide_prediction_of_a_uint8_batch_equals_that_of_its_normalised_floats(
         torch.testing.assert_close(task.predict_logits(images), task.predict_logits(normalize_uint8(images)))
 
 
+def test_trainer_predict_gives_the_argmax_of_the_logits_validation_scores() -> None:
+    """predict_step goes through the same whole/slide choice as validation: with windows smaller than
+    the image a 3x3 network sees tile borders, so the slide masks differ from the whole-image ones,
+    and prediction must give the slide ones."""
+    torch.manual_seed(0)
+    net = nn.Conv2d(3, NUM_CLASSES, 3, padding=1)
+    slide = make_task(net, eval_mode="slide", window=(8, 8), stride=(5, 5))
+    images, masks = torch.randn(2, 3, 13, 21), torch.randint(0, NUM_CLASSES, (2, 13, 21))
+    capture = CaptureOutputs()
+    trainer(callbacks=[capture]).validate(slide, dataloaders=DataLoader([(images, masks)], batch_size=None))
+    [predicted] = trainer().predict(slide, dataloaders=DataLoader([(images,)], batch_size=None))
+    [logits] = capture.outputs
+    assert predicted.dtype == torch.uint8 and torch.equal(predicted, logits.argmax(1).byte())
+    with torch.no_grad():
+        assert not torch.equal(predicted, net(images).argmax(1).byte())
+
+
 @pytest.mark.slow
 def test_cached_pipeline_with_slide_evaluation_trains_and_draws_its_validation_figures(compose_cfg, tmp_path) -> None:
     """The figure callback predicts its fixed samples from the cached (uint8) loader at the end

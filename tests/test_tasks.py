@@ -1,4 +1,5 @@
-"""ClassificationTask: the auxiliary heads' weighted loss counts in training only; compiling is announced."""
+"""ClassificationTask: the auxiliary heads' weighted loss counts in training only; compiling is announced;
+prediction ranks every class by its softmax probability."""
 
 from __future__ import annotations
 
@@ -36,3 +37,11 @@ def test_compile_says_that_the_first_steps_will_be_slow(caplog: pytest.LogCaptur
     with caplog.at_level(logging.INFO, logger="visionbench.tasks.base"):
         task.configure_model()
     assert "compile=true: the first training and evaluation steps compile the network" in caplog.text
+
+
+def test_predict_step_ranks_every_class_by_probability_ties_in_class_order() -> None:
+    task = ClassificationTask(torch.nn.Identity(), num_classes=4, optimizer=partial(torch.optim.SGD, lr=0.1))
+    logits = torch.tensor([[0.0, 2.0, 1.0, 2.0], [3.0, 0.0, 0.0, 1.0]])
+    ranking = task.predict_step((logits,), 0)
+    assert ranking.classes.tolist() == [[1, 3, 2, 0], [0, 3, 1, 2]]
+    torch.testing.assert_close(ranking.probabilities, logits.softmax(1).sort(dim=1, descending=True).values)

@@ -1,5 +1,5 @@
-"""What the figure callbacks share: the rank-0 TensorBoard writer, fixed validation samples, and a
-confusion matrix that is updated on every rank and computed (synced) on every rank."""
+"""What the figure callbacks share: the rank-0 TensorBoard writer, fixed validation samples, and
+the validation pass's confusion matrix, computed (synced) on every rank and drawn on rank 0."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 
 def has_tensorboard(trainer: L.Trainer) -> bool:
@@ -41,28 +40,23 @@ def class_names(pl_module: L.LightningModule, num_classes: int) -> list[str]:
 class ValidationFigures(Callback, ABC):
     """Base of the per-task figure callbacks.
 
-    Subclasses fill ``self.confusion`` from the logits that ``validation_step`` returns and draw
+    Subclasses say where the pass's confusion matrix comes from (``epoch_confusion``) and draw
     in ``draw``. Figures are skipped during the sanity check (its few batches would be misleading)
-    and entirely when no TensorBoard logger is attached. ``compute`` runs on every rank because it
-    all-gathers under DDP; only rank 0 draws and writes.
+    and entirely when no TensorBoard logger is attached. ``epoch_confusion`` runs on every rank
+    because computing a metric all-gathers under DDP; only rank 0 draws and writes.
     """
 
     def __init__(self, num_images: int = 4, num_train_images: int = 16, every_n_epochs: int = 1) -> None:
         self.num_images = num_images
         self.num_train_images = num_train_images
         self.every_n_epochs = every_n_epochs
-        self.confusion: MulticlassConfusionMatrix | None = None
         self._samples: list[Any] | None = None  # the fixed validation samples, read once
         self._indices: list[int] = []  # and their indices in the validation set
         self._train_samples_pending = False
 
     @abstractmethod
-    def make_confusion(self, pl_module: L.LightningModule) -> MulticlassConfusionMatrix:
-        """The matrix for this task's classes (created in ``setup``, moved to the device per epoch)."""
-
-    @abstractmethod
-    def update(self, logits: Tensor, target: Tensor) -> None:
-        """Add one validation batch, from the logits ``validation_step`` returned."""
+    def epoch_confusion(self, pl_module: L.LightningModule) -> Tensor:
+        """The confusion matrix of the validation pass that just ended (rows = truth), on every rank."""
 
     @abstractmethod
     def draw(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, matrix: np.ndarray) -> None:
@@ -79,10 +73,6 @@ class ValidationFigures(Callback, ABC):
             and trainer.current_epoch % self.every_n_epochs == 0
         )
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.confusion is None:
-            self.confusion = self.make_confusion(pl_module)
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_samples_pending = self.num_train_images > 0
 
@@ -95,22 +85,10 @@ class ValidationFigures(Callback, ABC):
         if writer is not None:
             self.draw_train_samples(writer, trainer, pl_module, batch)
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        assert self.confusion is not None
-        self.confusion = self.confusion.to(pl_module.device)
-        self.confusion.reset()
-
-    def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        if self._active(trainer):
-            self.update(outputs.detach(), batch[1])
-
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active(trainer):
             return
-        assert self.confusion is not None
-        matrix = self.confusion.compute().cpu().numpy()  # on every rank: syncs under DDP
+        matrix = self.epoch_confusion(pl_module).cpu().numpy()  # on every rank: syncs under DDP
         writer = tensorboard_writer(trainer)
         if writer is not None:
             self.draw(writer, trainer, pl_module, matrix)
@@ -131,8 +109,8 @@ class ValidationFigures(Callback, ABC):
     def predict_fixed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list[Any], Tensor, Tensor]:
         """The fixed samples, collated exactly as in validation (e.g. padded), and their logits.
 
-        Runs during validation, so the module is already in eval mode; ``predict_logits``
-        (sliding-window segmentation) is used when the task has it, as in its ``validation_step``.
+        Runs during validation, so the module is already in eval mode; the logits come from the
+        task's ``predict_logits`` (whole image or sliding windows), as in its ``validation_step``.
         The batch skips ``on_after_batch_transfer``: a cached pipeline's images stay uint8 here and
         the task normalises them (``forward``, ``predict_logits``) as its loaders' hook would.
         """
@@ -140,9 +118,8 @@ class ValidationFigures(Callback, ABC):
         loader = self._val_loader(trainer)
         read_batch = getattr(loader.dataset, "__getitems__", None)  # as the DataLoader's fetcher does
         images = loader.collate_fn(read_batch(self._indices) if read_batch else samples)[0].to(pl_module.device)
-        forward = getattr(pl_module, "predict_logits", pl_module)
         with torch.no_grad():
-            return samples, images, forward(images)
+            return samples, images, pl_module.predict_logits(images)
 
     @staticmethod
     def _val_loader(trainer: L.Trainer) -> DataLoader:

@@ -12,29 +12,44 @@ from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
-from visionbench.callbacks.figures import (
-    Prediction,
-    class_bars_figure,
-    confusion_figure,
-    predictions_figure,
-    sample_grid,
-    unnormalize,
-)
+from visionbench.drawing import Prediction, class_bars_figure, confusion_figure, predictions_figure, sample_grid, unnormalize
 
 
 class ClassificationFigures(ValidationFigures):
-    """Needs ``validation_step`` to return the logits and the module to expose ``num_classes``."""
+    """Needs ``validation_step`` to return the logits and the module to expose ``num_classes``.
+
+    The task keeps accuracies, not a confusion matrix, so this callback accumulates its own from
+    the logits of each validation batch (updated on every rank, synced when computed).
+    """
 
     def __init__(self, num_images: int = 4, num_train_images: int = 16, every_n_epochs: int = 1, top_k: int = 10) -> None:
         super().__init__(num_images, num_train_images, every_n_epochs)
         self.top_k = top_k
+        self.confusion: MulticlassConfusionMatrix | None = None
 
-    def make_confusion(self, pl_module: L.LightningModule) -> MulticlassConfusionMatrix:
-        return MulticlassConfusionMatrix(pl_module.num_classes)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.confusion is None:
+            self.confusion = MulticlassConfusionMatrix(pl_module.num_classes)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert self.confusion is not None
+        self.confusion = self.confusion.to(pl_module.device)
+        self.confusion.reset()
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self._active(trainer):
+            self.update(outputs.detach(), batch[1])
 
     def update(self, logits: Tensor, target: Tensor) -> None:
+        """Add one validation batch, from the logits ``validation_step`` returned."""
         assert self.confusion is not None
         self.confusion.update(logits.argmax(dim=1), target)
+
+    def epoch_confusion(self, pl_module: L.LightningModule) -> Tensor:
+        assert self.confusion is not None
+        return self.confusion.compute()
 
     def draw_train_samples(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         images, labels = batch[0][: self.num_train_images], batch[1][: self.num_train_images]

@@ -10,29 +10,21 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
-from visionbench.callbacks.figures import class_bars_figure, sample_grid, segmentation_figure, unnormalize
-from visionbench.colormap import overlay
-from visionbench.masks import IGNORE_INDEX
+from visionbench.drawing import class_bars_figure, overlay, sample_grid, segmentation_figure, unnormalize
 from visionbench.tasks.segmentation import segmentation_scores
 
 
 class SegmentationFigures(ValidationFigures):
-    """Needs ``validation_step`` to return logits ``(N, C, H, W)`` for batches ``(image, mask)``.
-
-    Ignored pixels (255) are dropped before the confusion-matrix update rather than passed as
-    ``ignore_index``, which several torchmetrics releases mishandled (torchmetrics#1385, #2558).
+    """For a ``SegmentationTask``: the per-class IoU bars are drawn from the task's own validation
+    confusion matrix (``confmat["val"]``), the one its mIoU comes from, so the two always agree.
     """
 
-    def make_confusion(self, pl_module: L.LightningModule) -> MulticlassConfusionMatrix:
-        return MulticlassConfusionMatrix(pl_module.num_classes, validate_args=False)
-
-    def update(self, logits: Tensor, target: Tensor) -> None:
-        assert self.confusion is not None
-        valid = target != IGNORE_INDEX
-        self.confusion.update(logits.argmax(dim=1)[valid], target[valid])
+    def epoch_confusion(self, pl_module: L.LightningModule) -> Tensor:
+        """Read before the task's ``on_validation_epoch_end`` resets it (Lightning runs the callbacks'
+        epoch-end hooks first); torchmetrics keeps the computed value, so the task does not sync again."""
+        return pl_module.confmat["val"].compute()
 
     def draw_train_samples(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         images = unnormalize(batch[0][: self.num_train_images])

@@ -4,7 +4,7 @@ the monitored metric, the run config stored in each checkpoint, and a clear stop
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -30,8 +30,9 @@ class VisionTask(L.LightningModule):
     """Base LightningModule around a pure ``nn.Module`` network.
 
     ``optimizer``/``scheduler`` are Hydra partials (``_partial_: true``) so every knob is a
-    config key. Subclasses implement ``loss`` and ``_evaluate`` and report the monitored value
-    of each validation epoch to ``log_best`` (logged as ``<monitor>_best``). ``run_config`` (the resolved run config) is written into every checkpoint so
+    config key. Subclasses implement ``loss``, ``_evaluate`` and ``prediction`` and report the
+    monitored value of each validation epoch to ``log_best`` (logged as ``<monitor>_best``).
+    ``run_config`` (the resolved run config) is written into every checkpoint so
     ``eval.py``/``predict.py`` can rebuild the network from the checkpoint alone.
     """
 
@@ -91,6 +92,19 @@ class VisionTask(L.LightningModule):
             return
         self.val_best.update(value)
         self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits as evaluation computes them: validation, test, the figure callbacks and
+        ``predict_step`` all call this one method, so they cannot disagree on how an image is seen."""
+        return self(x)
+
+    def prediction(self, logits: Tensor) -> Any:
+        """What a prediction writer stores for a batch of ``predict_logits``."""
+        raise NotImplementedError
+
+    def predict_step(self, batch: Sequence[Any], batch_idx: int) -> Any:
+        """``Trainer.predict``'s step: the images are ``batch[0]``, the rest is the writer's (file names)."""
+        return self.prediction(self.predict_logits(batch[0]))
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         """Update the ``stage`` metrics with one batch and return its logits (the figure callbacks use them)."""

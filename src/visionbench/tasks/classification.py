@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from visionbench.errors import ConfigError
-from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
+from visionbench.tasks.base import OptimizerFactory, VisionTask
 
 
 def accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -26,6 +26,13 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
     # compute_groups=False: grouping shares state between metrics that look equal after the first
     # update (top-1 and top-5 can), which then reports one metric's value for the other all run long.
     return MetricCollection(metrics, compute_groups=False)
+
+
+class ClassRanking(NamedTuple):
+    """Every class of each image, most probable first: a writer keeps the top k it was asked for."""
+
+    probabilities: Tensor  # (N, num_classes), descending
+    classes: Tensor  # (N, num_classes), the class index of each probability
 
 
 def balanced_class_weights(counts: Sequence[int], class_names: Sequence[str]) -> Tensor:
@@ -60,14 +67,13 @@ class ClassificationTask(VisionTask):
         net: nn.Module,
         num_classes: int,
         optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        class_names: list[str] | None = None,
+        *,
         label_smoothing: float = 0.0,
         class_weights: str | None = None,
         class_counts: Sequence[int] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # scheduler, class_names, ...: VisionTask's
     ) -> None:
-        super().__init__(net, num_classes, optimizer, scheduler, class_names, monitor="val/acc", monitor_mode="max", **kwargs)
+        super().__init__(net, num_classes, optimizer, monitor="val/acc", monitor_mode="max", **kwargs)
         if class_weights not in (None, "balanced"):
             raise ConfigError(
                 f"Unknown task.module.class_weights {class_weights!r}. Use null (plain cross-entropy: the default) or "
@@ -118,9 +124,14 @@ class ClassificationTask(VisionTask):
         self.log_dict(self.train_metrics.compute(), prog_bar=True, sync_dist=True)
         self.train_metrics.reset()
 
+    def prediction(self, logits: Tensor) -> ClassRanking:
+        """Softmax probabilities ranked; ties keep the lower class index first."""
+        probabilities, classes = logits.softmax(dim=1).sort(dim=1, descending=True, stable=True)
+        return ClassRanking(probabilities, classes)
+
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self.predict_logits(x)
         loss_metric = self.val_loss if stage == "val" else self.test_loss
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         loss_metric.update(F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), weight=len(y))  # unweighted

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionbench.data.batch_augment import normalize_uint8
 from visionbench.masks import IGNORE_INDEX
-from visionbench.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
+from visionbench.tasks.base import OptimizerFactory, VisionTask
 
 STAGES = ("val", "test")
 
@@ -86,14 +86,13 @@ class SegmentationTask(VisionTask):
         net: nn.Module,
         num_classes: int,
         optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        class_names: list[str] | None = None,
+        *,
         eval_mode: Literal["whole", "slide"] = "whole",
         window: tuple[int, int] = (320, 480),
         stride: tuple[int, int] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # scheduler, class_names, ...: VisionTask's
     ) -> None:
-        super().__init__(net, num_classes, optimizer, scheduler, class_names, monitor="val/miou", monitor_mode="max", **kwargs)
+        super().__init__(net, num_classes, optimizer, monitor="val/miou", monitor_mode="max", **kwargs)
         if eval_mode not in ("whole", "slide"):
             raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
         self.eval_mode = eval_mode
@@ -113,14 +112,19 @@ class SegmentationTask(VisionTask):
         return loss
 
     def predict_logits(self, x: Tensor) -> Tensor:
-        """Logits as evaluation computes them. A uint8 batch (the cached pipeline's, e.g. the figure
-        callbacks' fixed samples, which skip ``on_after_batch_transfer``) is normalised first, so
-        windows pad with the mean (0) and accumulate floats."""
+        """Logits as evaluation computes them: the one place that chooses the whole image or sliding
+        windows. A uint8 batch (the cached pipeline's, e.g. the figure callbacks' fixed samples,
+        which skip ``on_after_batch_transfer``) is normalised first, so windows pad with the mean (0)
+        and accumulate floats."""
         if x.dtype == torch.uint8:
             x = normalize_uint8(x)
         if self.eval_mode == "slide":
             return sliding_window_logits(self, x, self.window, self.stride, self.num_classes)
         return self(x)
+
+    def prediction(self, logits: Tensor) -> Tensor:
+        """Class-index masks ``(N, H, W)`` uint8 (as VOC's PNGs), still padded as the batch was."""
+        return logits.argmax(dim=1).to(torch.uint8)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch

@@ -1,8 +1,12 @@
-"""Matplotlib figures shared by the TensorBoard callbacks and ``predict.py``.
+"""Every drawing of the project: masks in the PASCAL VOC colour map, and the matplotlib figures
+that the TensorBoard callbacks log and prediction saves.
 
-Figures are built as ``Figure`` objects on an Agg canvas, never through pyplot: no GUI
-backend, no global figure registry to leak from a long training run, and the same figure
-goes to TensorBoard (``add_figure``) or to a PNG (``savefig``).
+Masks are coloured with VOC's own palette (``visionbench.masks.voc_palette``; 255, the void
+border, is cream), so predictions look like the dataset's ``SegmentationClass/*.png`` in
+TensorBoard, in prediction outputs and in any image viewer. Figures are built as ``Figure``
+objects on an Agg canvas, never through pyplot: no GUI backend, no global figure registry to
+leak from a long training run, and the same figure goes to TensorBoard (``add_figure``) or to a
+PNG (``savefig``).
 """
 
 from __future__ import annotations
@@ -15,14 +19,38 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor
 
-from visionbench.colormap import colorize
 from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from visionbench.masks import IGNORE_INDEX, voc_palette
+
+VOC_COLORMAP = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
 PREDICTED = "tab:blue"
 TRUE_AND_PREDICTED = "tab:green"
 TRUE_ONLY = "tab:red"
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """Class-index mask ``(H, W)`` -> RGB ``(H, W, 3)`` uint8; 255 keeps VOC's boundary colour."""
+    return VOC_COLORMAP[np.asarray(mask, dtype=np.uint8)]
+
+
+def palette_image(mask: np.ndarray) -> Image.Image:
+    """A mode ``P`` image with the VOC palette: same file format as ``SegmentationClass/*.png``."""
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
+    image.putpalette(VOC_COLORMAP.flatten().tolist())
+    return image
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the coloured mask over an RGB uint8 image; background (0) and ignored pixels stay clear."""
+    blended = image.astype(np.float32)
+    labelled = (mask != 0) & (mask != IGNORE_INDEX)
+    blended[labelled] = (1 - alpha) * blended[labelled] + alpha * colorize(mask)[labelled]
+    return blended.round().astype(np.uint8)
 
 
 def new_figure(width: float, height: float) -> Figure:
