@@ -1,7 +1,8 @@
 """`make bench`: speed of every configured network, written as CSV + Markdown + PNG beside Hydra's config.
 
 Usage: ``python src/bench.py`` (quick CPU profile), ``python src/bench.py bench=full`` (GPU node),
-``python src/bench.py bench.models=[resnet50] 'bench.knobs=[channels_last,precision,compile]'``.
+``python src/bench.py bench.models=[resnet50] 'bench.knobs=[channels_last,precision,compile]'``;
+``results_doc=docs/results.md`` (as `make bench` does) also rewrites that file's generated section.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from visionbench.bench.speed import DTYPES, baseline_variant, describe_device, measure, peak_matmul_flops, plan_jobs
-from visionbench.bench.tables import BenchRow, add_ratios, attach_quality, write_results
+from visionbench.bench.speed import Job, Measurement, baseline_variant, describe_device, measure_together, plan_jobs
+from visionbench.bench.tables import (
+    BenchRow,
+    add_mfu,
+    add_ratios,
+    attach_quality,
+    mfu_warning,
+    replace_generated_section,
+    write_results,
+)
 from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
-from visionbench.errors import ConfigError
+from visionbench.measure import peak_matmul_flops
 from visionbench.report import find_runs
 
 log = logging.getLogger(__name__)
@@ -31,67 +40,91 @@ def main(cfg: DictConfig) -> None:
 
 
 def bench_all(cfg: DictConfig) -> None:
-    """Measure every planned job with a progress bar, then write and print the tables."""
+    """Measure every model's jobs together with a progress bar, then write and print the tables."""
     bench, load_at_start = cfg.bench, os.getloadavg()[0]
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    jobs = plan_jobs(bench, Path(CONFIG_DIR))
+    groups = plan_jobs(bench, Path(CONFIG_DIR))
     baseline = baseline_variant(bench)
-    peaks = {p: peak_matmul_flops(device, p, bench.peak_matmul.size, bench.peak_matmul.iters)
-             for p in DTYPES if any(j.variant.precision == p for j in jobs)}  # fmt: skip
+    precisions = sorted({job.variant.precision for group in groups for job in group})
+    peak_samples: dict[str, list[float]] = {p: [] for p in precisions}
+
+    def sample_peaks() -> None:
+        """Between models as well as at the start: the best of all samples is the peak least slowed by load."""
+        for p in precisions:
+            peak_samples[p].append(peak_matmul_flops(device, p, bench.peak_matmul.size, bench.peak_matmul.repeats))
 
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress:
-        bar = progress.add_task("bench", total=len(jobs))
-        for job in jobs:
-            progress.update(bar, description=f"{job.model} ({job.impl}, {job.variant.label})")
-            w = job.workload
-            row = BenchRow(job.model, job.impl, job.task, job.variant.label, w.batch_size, w.image_size, w.warmup, w.iters)
-            try:
-                row.measurement = measure(job.make_net, w, job.variant, device, peaks[job.variant.precision])
-            except ConfigError:
-                raise
-            except Exception as error:  # one broken network must not throw away the others' measurements
-                row.error = f"{type(error).__name__}: {error}".splitlines()[0]
-            m = row.measurement
-            summary = row.error or f"train {m.train_images_per_s:.2f} img/s, infer {m.infer_images_per_s:.2f} img/s"
-            log.info("%s (%s, %s): %s", job.model, job.impl, job.variant.label, summary)
-            rows.append(row)
+        bar = progress.add_task("bench", total=len(groups))
+        sample_peaks()
+        for group in groups:
+            progress.update(bar, description=f"{group[0].model} ({len(group)} measured together)")
+            for job, outcome in zip(group, measure_together(group, device), strict=True):
+                rows.append(_row(job, outcome))
+            sample_peaks()
             progress.advance(bar)
 
+    peaks = {p: max(samples) for p, samples in peak_samples.items()}
+    add_mfu(rows, peaks)
     add_ratios(rows, baseline.label)
     metrics = {bench.tasks[kind].name: keys for kind, keys in bench.quality_metrics.items()}
     attach_quality(rows, find_runs(Path(cfg.paths.log_dir)), metrics)
     layout = "channels_last" if baseline.channels_last else "nchw"
     stem = f"results_{device.type}_{baseline.precision}_{layout}"
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    markdown = write_results(rows, out_dir, stem, _notes(bench, device, peaks, rows, load_at_start), baseline.label)
+    notes = _notes(bench, device, peak_samples, rows, load_at_start)
+    markdown = write_results(rows, out_dir, stem, notes, baseline.label)
     print(markdown)  # plain print: rich would wrap the table lines at the terminal width
     print(f"Results: {out_dir / stem}.{{csv,md,png}}")
+    if cfg.results_doc:
+        replace_generated_section(Path(cfg.results_doc), f"bench {stem}", markdown)
+        print(f"Updated the `bench {stem}` section of {cfg.results_doc}")
+
+
+def _row(job: Job, outcome: Measurement | Exception) -> BenchRow:
+    w = job.workload
+    row = BenchRow(job.model, job.impl, job.task, job.variant.label, w.batch_size, w.image_size, w.warmup, w.iters,
+                   precision=job.variant.precision)  # fmt: skip
+    if isinstance(outcome, Exception):
+        row.error = f"{type(outcome).__name__}: {outcome}".splitlines()[0]
+    else:
+        row.measurement = outcome
+    m = row.measurement
+    log.info("%s (%s, %s): %s", job.model, job.impl, job.variant.label,
+             row.error or f"train {m.train_images_per_s:.2f} img/s, infer {m.infer_images_per_s:.2f} img/s")  # fmt: skip
+    return row
 
 
 def _notes(
-    bench: DictConfig, device: torch.device, peaks: dict[str, float], rows: list[BenchRow], load_at_start: float
+    bench: DictConfig, device: torch.device, peak_samples: dict[str, list[float]], rows: list[BenchRow], load_at_start: float
 ) -> list[str]:
     """How the numbers were taken, printed above the table so it can be read on its own."""
-    peak_text = ", ".join(f"{p} {f / 1e9:.0f} GFLOP/s" for p, f in peaks.items())
+    peak_text = "; ".join(
+        f"{p} {max(s) / 1e9:.0f} GFLOP/s (samples {min(s) / 1e9:.0f}–{max(s) / 1e9:.0f})" for p, s in peak_samples.items()
+    )
     reference_batch = {task.name: task.batch_size for task in bench.tasks.values()}
     reduced = sorted({f"{r.model} batch {r.batch_size}" for r in rows if r.batch_size != reference_batch[r.task]})
-    return [
+    notes = [
         f"profile `{bench.profile}` on {describe_device(device)}, torch {torch.__version__}; 1-min load average "
         f"{load_at_start:.1f} at start, {os.getloadavg()[0]:.1f} at end on {os.cpu_count()} CPUs (above the CPU count: "
         "other processes shared the cores and slowed these numbers)",
-        f"peak = {bench.peak_matmul.size}² matmul measured in this run: {peak_text}; MFU = achieved FLOP/s ÷ peak of the row's precision",
+        f"peak = best {bench.peak_matmul.size}² matmul of this run, {bench.peak_matmul.repeats} timed at the start and "
+        f"after every model: {peak_text}; MFU = achieved FLOP/s ÷ peak of the row's precision",
         "GFLOPs: forward of one image in eval mode (auxiliary heads excluded), 2 FLOPs per multiply-add "
         "(torch FlopCounterMode); train MFU counts 3× forward FLOPs",
-        "img/s: batch ÷ median step time over the timed steps (iters = warm-up + timed); train step = "
+        "img/s: batch ÷ median step time; the networks of one model (ours, torchvision's, the knobs) run their "
+        "steps in turn, one each per round (iters = warm-up steps, alone + interleaved rounds); train step = "
         "forward + cross-entropy (aux heads included) + backward + SGD step; infer = eval mode under no_grad",
-        "peak MiB: peak RSS above the level before the phase (CPU) / max_memory_allocated (CUDA)",
-        "×tv = ours ÷ torchvision img/s (same variant); ×base = variant ÷ "
-        f"{baseline_variant(bench).label} eager; compile s = first-step time minus median, inference + train",
+        "peak MiB: peak RSS above the level before the warm-up steps (CPU) / max_memory_allocated (CUDA)",
+        "×tv = ours ÷ torchvision img/s, ×base = variant ÷ "
+        f"{baseline_variant(bench).label} eager: median over rounds of the two steps' time ratio; compile s = "
+        "first-step time minus median, inference + train",
         "val/test: mean ± std over seeds of trained runs under logs/ (blank if none)",
         "reduced from the reference batch for time: " + (", ".join(reduced) if reduced else "none"),
     ]
+    warning = mfu_warning(rows)
+    return notes + ([warning] if warning else [])
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,25 +16,23 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from visionbench.bench.speed import (
-    Measurement,
-    Variant,
-    Workload,
-    count_parameters,
-    forward_flops_per_image,
-    measure,
-    plan_jobs,
-)
+from visionbench import measure
+from visionbench.bench.speed import Job, Measurement, Variant, Workload, measure_together, plan_jobs
 from visionbench.bench.tables import (
     BenchRow,
+    add_mfu,
     add_ratios,
     aggregate_quality,
     attach_quality,
+    mfu_warning,
+    render_markdown,
+    replace_generated_section,
     write_results,
 )
 from visionbench.errors import ConfigError
-from visionbench.report import Run, find_runs
+from visionbench.measure import count_parameters, forward_flops_per_image, interleaved_step_times, peak_matmul_flops
 from visionbench.models.base import AuxOutput
+from visionbench.report import Run, find_runs
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -72,24 +72,50 @@ class TinySegmenter(nn.Module):
         return self.conv(x)
 
 
-def _measure(net_type: type[nn.Module], task_kind: str = "classification", **variant: object) -> Measurement:
+def _job(net_type: type[nn.Module], task_kind: str = "classification", impl: str = "ours", **variant: object) -> Job:
     workload = Workload(task_kind, num_classes=3, image_size=(8, 8), batch_size=2, warmup=1, iters=2)
-    return measure(net_type, workload, Variant(**variant), CPU, peak_flops=1e9)
+    return Job("tiny", impl, "t", workload, Variant(**variant), net_type)
+
+
+def _measure(net_type: type[nn.Module], task_kind: str = "classification", **variant: object) -> Measurement:
+    (m,) = measure_together([_job(net_type, task_kind, **variant)], CPU)
+    assert isinstance(m, Measurement)
+    return m
 
 
 def test_measure_returns_positive_throughput_and_exact_parameter_count() -> None:
     m = _measure(TinyClassifier)
     assert m.params == sum(p.numel() for p in TinyClassifier().parameters()) == count_parameters(TinyClassifier())
-    assert m.train_images_per_s > 0 and m.infer_images_per_s > 0
-    assert m.gflops_per_image > 0 and m.train_mfu > 0 and m.infer_mfu > 0
+    assert m.train_images_per_s > 0 and m.infer_images_per_s > 0 and len(m.train_step_s) == len(m.infer_step_s) == 2
+    assert m.gflops_per_image > 0
     assert m.train_peak_mem_mb >= 0 and m.infer_peak_mem_mb >= 0
     assert m.compile_s is None
 
 
 def test_train_mfu_counts_three_forward_passes() -> None:
     m = _measure(TinyClassifier)
-    assert m.train_mfu == pytest.approx(3 * m.gflops_per_image * 1e9 * m.train_images_per_s / 1e9)
-    assert m.infer_mfu == pytest.approx(m.gflops_per_image * 1e9 * m.infer_images_per_s / 1e9)
+    assert m.train_mfu(1e9) == pytest.approx(3 * m.gflops_per_image * 1e9 * m.train_images_per_s / 1e9)
+    assert m.infer_mfu(1e9) == pytest.approx(m.gflops_per_image * 1e9 * m.infer_images_per_s / 1e9)
+
+
+def test_a_failing_network_gets_its_error_and_the_others_their_measurements() -> None:
+    def broken() -> nn.Module:
+        raise RuntimeError("boom")
+
+    ok, failed = measure_together([_job(TinyClassifier), _job(broken, impl="torchvision")], CPU)  # type: ignore[arg-type]
+    assert isinstance(ok, Measurement) and isinstance(failed, RuntimeError)
+
+
+def test_interleaved_rounds_take_one_step_of_each_in_turn() -> None:
+    calls: list[str] = []
+    times = interleaved_step_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, device=CPU)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+def test_peak_is_the_best_of_repeated_matmuls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(measure, "step_times", lambda step, warmup, iters, device: [2.0, 0.5, 4.0][:iters])
+    assert peak_matmul_flops(CPU, "fp32", size=8, repeats=3) == 2 * 8**3 / 0.5
 
 
 def test_measure_trains_networks_with_aux_heads_and_segmentation_outputs() -> None:
@@ -138,28 +164,38 @@ def _bench_config(**overrides: object) -> OmegaConf:
 
 @pytest.fixture
 def conf_dir(tmp_path: Path) -> Path:
-    """A model config with the `${task.data.image_size}` interpolation the real ones use."""
+    """A model config with the `${task.data.image_size}` interpolation the real ones use, and its task."""
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "cnn.yaml").write_text(
         "name: cnn\nnet:\n  _target_: visionbench.models.cnn.PlainCNN\n  image_size: ${task.data.image_size}\n"
+    )
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "simpsons.yaml").write_text(
+        "name: simpsons\nkind: classification\nnum_classes: 5\ndata:\n  root: ${paths.data_dir}\n  image_size: 48\n"
     )
     return tmp_path
 
 
 def test_plan_adds_knob_rows_after_the_baseline_and_builds_nets_for_the_task(conf_dir: Path) -> None:
     bench = _bench_config(models=["cnn"], knob_models=["cnn"], knobs=["channels_last", "precision", "compile"])
-    jobs = plan_jobs(bench, conf_dir)
+    (jobs,) = plan_jobs(bench, conf_dir)
     assert [j.variant.label for j in jobs] == ["fp32", "fp32+channels_last", "bf16", "fp32+compile"]
-    assert {(j.impl, j.task, j.workload.image_size, j.workload.batch_size) for j in jobs} == {
-        ("ours", "simpsons", (128, 128), 32)
+    assert {(j.impl, j.task, j.workload.image_size, j.workload.num_classes, j.workload.batch_size) for j in jobs} == {
+        ("ours", "simpsons", (48, 48), 5, 32)  # class count and size from conf/task/simpsons.yaml
     }
     net = jobs[0].make_net()
-    assert net(torch.randn(1, 3, 128, 128)).shape == (1, 19)
+    assert net(torch.randn(1, 3, 48, 48)).shape == (1, 5)
+
+
+def test_the_real_bench_tasks_are_read_from_their_task_configs() -> None:
+    groups = plan_jobs(_bench_config(models=["cnn", "fcn"], knob_models=[]), REPO / "conf")
+    workloads = {g[0].task: (g[0].workload.num_classes, g[0].workload.image_size) for g in groups}
+    assert workloads == {"simpsons": (19, (128, 128)), "voc": (21, (320, 480))}
 
 
 def test_plan_applies_per_model_overrides(conf_dir: Path) -> None:
     bench = _bench_config(models=["cnn"], knob_models=[], per_model={"cnn": {"batch_size": 4, "iters": 7}})
-    (job,) = plan_jobs(bench, conf_dir)
+    ((job,),) = plan_jobs(bench, conf_dir)
     assert (job.workload.batch_size, job.workload.iters, job.workload.warmup) == (4, 7, 1)
 
 
@@ -173,14 +209,19 @@ def test_plan_rejects_unknown_models_and_knobs(conf_dir: Path) -> None:
 # --- ratios, quality, output ---------------------------------------------------------------------
 
 
-def _fake_measurement(train: float, infer: float, gflops: float = 1.0) -> Measurement:
+def _fake_measurement(train: float | list[float], infer: float | list[float], gflops: float = 1.0) -> Measurement:
+    """Images/s per round for a batch of 1 (a number: the same in all three rounds)."""
+    def seconds(ips: float | list[float]) -> tuple[float, ...]:
+        return tuple(1 / v for v in (ips if isinstance(ips, list) else [ips] * 3))
+
     return Measurement(
-        params=1000, gflops_per_image=gflops, train_images_per_s=train, infer_images_per_s=infer,
-        train_mfu=0.4, infer_mfu=0.5, train_peak_mem_mb=100.0, infer_peak_mem_mb=50.0, compile_s=None,
+        params=1000, gflops_per_image=gflops, batch_size=1, train_step_s=seconds(train), infer_step_s=seconds(infer),
+        train_peak_mem_mb=100.0, infer_peak_mem_mb=50.0, compile_s=None,
     )  # fmt: skip
 
 
-def _row(model: str, impl: str, variant: str, train: float, infer: float, task: str = "simpsons") -> BenchRow:
+def _row(model: str, impl: str, variant: str, train: float | list[float], infer: float | list[float],
+         task: str = "simpsons") -> BenchRow:  # fmt: skip
     return BenchRow(model, impl, task, variant, 32, (128, 128), 1, 3, measurement=_fake_measurement(train, infer))
 
 
@@ -193,11 +234,41 @@ def test_ratio_columns_compare_with_torchvision_and_with_the_baseline() -> None:
     ]
     add_ratios(rows, baseline_variant="fp32")
     ours, twin, knob, failed = rows
-    assert (ours.train_ratio_vs_torchvision, ours.infer_ratio_vs_torchvision) == (pytest.approx(1.25), 0.8)
+    assert (ours.train_ratio_vs_torchvision, ours.infer_ratio_vs_torchvision) == (pytest.approx(1.25), pytest.approx(0.8))
     assert ours.train_ratio_vs_baseline is None and twin.train_ratio_vs_torchvision is None
-    assert (knob.train_ratio_vs_baseline, knob.infer_ratio_vs_baseline) == (pytest.approx(1.2), 1.5)
+    assert (knob.train_ratio_vs_baseline, knob.infer_ratio_vs_baseline) == (pytest.approx(1.2), pytest.approx(1.5))
     assert knob.train_ratio_vs_torchvision is None  # no torchvision row with channels_last
     assert failed.train_ratio_vs_baseline is None
+
+
+def test_ratios_are_the_median_of_the_rounds_ratios_not_a_ratio_of_medians() -> None:
+    # Ours runs at half torchvision's speed in every round, but the load differs between rounds.
+    rows = [_row("resnet50", "ours", "fp32", train=[5, 1, 4], infer=1),
+            _row("resnet50", "torchvision", "fp32", train=[10, 2, 8], infer=1)]  # fmt: skip
+    add_ratios(rows, "fp32")
+    assert rows[0].train_ratio_vs_torchvision == pytest.approx(0.5)
+
+
+def test_mfu_above_100_percent_is_flagged_in_the_table_and_a_note() -> None:
+    rows = [_row("cnn", "ours", "fp32", train=10, infer=40), _row("resnet50", "ours", "bf16", train=1, infer=40)]
+    rows[1].precision = "bf16"
+    add_mfu(rows, {"fp32": 1e12, "bf16": 35e9})  # resnet50: 40 GFLOP/s of inference against a 35 GFLOP/s peak
+    assert rows[1].infer_mfu == pytest.approx(40 / 35) and rows[0].infer_mfu == pytest.approx(0.04)
+    warning = mfu_warning(rows)
+    assert warning is not None and "resnet50 (ours, bf16)" in warning and "cnn" not in warning
+    markdown = render_markdown(rows, [warning])
+    assert "| 114% ⚠ |" in markdown and "| 4% |" in markdown
+    assert mfu_warning(rows[:1]) is None
+
+
+def test_the_generated_section_of_a_doc_is_replaced_and_the_rest_kept(tmp_path: Path) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nHand-written.\n")
+    replace_generated_section(doc, "bench cpu", "| old |\n")
+    replace_generated_section(doc, "bench cpu", "| new |\n")
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nHand-written.\n") and "| new |" in text and "| old |" not in text
+    assert text.count("<!-- begin: bench cpu") == 1 and text.rstrip().endswith("<!-- end: bench cpu -->")
 
 
 def _write_run(root: Path, name: str, model: str, task: str, seed: int | None, metrics: dict | str | None) -> Path:
@@ -270,8 +341,8 @@ def test_results_are_written_as_csv_markdown_and_png(tmp_path: Path) -> None:
 def test_bench_cli_writes_results_for_a_tiny_run(tmp_path: Path) -> None:
     overrides = [
         f"paths.log_dir={tmp_path}", "device=cpu", "bench.models=[cnn]", "bench.knob_models=[cnn]",
-        "bench.tasks.classification.image_size=32", "bench.tasks.classification.batch_size=2",
-        "bench.peak_matmul.size=256", "bench.iters=1",
+        "+bench.tasks.classification.input_size=[32,32]", "bench.tasks.classification.batch_size=2",
+        "bench.peak_matmul.size=256", "bench.iters=1", f"results_doc={tmp_path / 'results.md'}",
     ]  # fmt: skip
     result = subprocess.run(
         [sys.executable, str(REPO / "src" / "bench.py"), *overrides], capture_output=True, text=True, timeout=300
@@ -280,9 +351,21 @@ def test_bench_cli_writes_results_for_a_tiny_run(tmp_path: Path) -> None:
     (out_dir,) = (tmp_path / "bench").iterdir()
     assert {p.suffix for p in out_dir.glob("results_cpu_fp32_nchw.*")} == {".csv", ".md", ".png"}
     assert "| cnn | ours | simpsons | bf16 |" in result.stdout
+    assert "| cnn | ours | simpsons | bf16 |" in (tmp_path / "results.md").read_text()
 
 
-def test_the_data_bench_runs_every_measurement_and_tabulates_it(tmp_path: Path) -> None:
+@pytest.fixture
+def process_wide_torch_settings() -> Iterator[None]:
+    """The benchmark sets its process's thread count, denormal flushing and Lightning's log level
+    (right for the program); an in-process call must not leave them to the tests that follow."""
+    threads, level = torch.get_num_threads(), logging.getLogger("lightning.pytorch").level
+    yield
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(False)
+    logging.getLogger("lightning.pytorch").setLevel(level)
+
+
+def test_the_data_bench_runs_every_measurement_and_tabulates_it(tmp_path: Path, process_wide_torch_settings: None) -> None:
     """The data-path benchmark itself, on tiny settings (its targets are checked by ``pytest -m bench``)."""
     from visionbench.bench.data_speed import END_TO_END_MODELS, markdown, run
 
@@ -297,3 +380,22 @@ def test_the_data_bench_runs_every_measurement_and_tabulates_it(tmp_path: Path) 
     assert set(result.train_over_model) == set(END_TO_END_MODELS) and all(v > 0 for v in result.train_over_model.values())
     table = markdown(result)
     assert "40-px JPEGs, 0 workers" in table and "resnet50" in table and "MiB" in table
+
+
+def test_the_in_run_throughput_warns_when_its_mfu_exceeds_the_measured_peak(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    from visionbench.callbacks.throughput import TrainingThroughput
+
+    clock = iter([0.0, 1.0])
+    monkeypatch.setattr("visionbench.callbacks.throughput.time.perf_counter", lambda: next(clock))
+    callback = TrainingThroughput(warmup_steps=0)
+    callback.flops_per_image, callback.peak_flops = 1.0, 10.0  # 4 images/s × 3 FLOPs = 12 FLOP/s > 10
+    logged: dict[str, float] = {}
+    module = SimpleNamespace(device=CPU, log_dict=lambda values, **_: logged.update(values))
+    for step in range(2):
+        callback.on_train_batch_end(None, module, None, (torch.zeros(4, 3, 8, 8), torch.zeros(4)), step)  # type: ignore[arg-type]
+    callback.on_train_epoch_end(SimpleNamespace(world_size=1), module)  # type: ignore[arg-type]
+    assert logged["perf/train_mfu"] == pytest.approx(1.2) and "above the matmul peak" in caplog.text

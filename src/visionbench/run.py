@@ -33,6 +33,7 @@ from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.atomic import write_text_atomic
 from visionbench.data.base import VisionDataModule
 from visionbench.errors import ConfigError
+from visionbench.measure import count_parameters
 from visionbench.seeding import stream_seed
 from visionbench.tasks.base import VisionTask
 from visionbench.tasks.optim import optimization_arguments
@@ -212,10 +213,6 @@ def sweep_label() -> str | None:
     job = dict(o.lstrip("+~").split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
     parts = [f"{key.rsplit('.', 1)[-1]}={job[key]}" for key in job if key in swept]
     return ",".join(parts) or None
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

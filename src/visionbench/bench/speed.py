@@ -1,10 +1,11 @@
-"""How fast a network is (parameters, forward FLOPs, train/inference images/s, peak memory, MFU), and
+"""How fast a network is (parameters, forward FLOPs, train/inference images/s, peak memory), and
 which networks × knobs the benchmark config asks to measure.
 
 The timing rules are the ones that make numbers comparable across models and with other
 benchmarks: warm up first (allocator, cuDNN autotune, ``torch.compile``), synchronise the device
-around every step, report the median step. FLOPs are counted by ``FlopCounterMode``, which
-counts 2 FLOPs per multiply-add, on an eval-mode forward so auxiliary heads are left out.
+around every step, report the median step, and take the steps of networks that will be compared
+in alternation (``visionbench.measure``). FLOPs count 2 per multiply-add, on an eval-mode forward
+so auxiliary heads are left out.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import platform
 import resource
 import statistics
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import hydra
@@ -26,13 +26,20 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from visionbench.errors import ConfigError
+from visionbench.measure import (
+    DTYPES,
+    TRAIN_FLOPS_PER_FORWARD,
+    count_parameters,
+    forward_flops_per_image,
+    interleaved_step_times,
+    step_times,
+)
 from visionbench.models.base import AuxOutput, TaskKind
+from visionbench.run import input_size
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TRAIN_FLOPS_PER_FORWARD = 3  # backward costs about twice the forward (grads w.r.t. inputs and weights)
+PHASES = ("infer", "train")
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class Workload:
-    """The input a network is timed on: the task's reference size, batch and class count."""
+    """The input a network is timed on: the task's input size and classes, the bench's batch and rounds."""
 
     task_kind: TaskKind
     num_classes: int
@@ -77,89 +84,106 @@ class Workload:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Everything measured for one network × workload × variant."""
+    """Everything measured for one network × workload × variant; step times are one per interleaved round."""
 
     params: int
     gflops_per_image: float
-    train_images_per_s: float
-    infer_images_per_s: float
-    train_mfu: float
-    infer_mfu: float
+    batch_size: int
+    train_step_s: tuple[float, ...]
+    infer_step_s: tuple[float, ...]
     train_peak_mem_mb: float
     infer_peak_mem_mb: float
     compile_s: float | None
 
+    @property
+    def train_images_per_s(self) -> float:
+        return self.batch_size / statistics.median(self.train_step_s)
 
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+    @property
+    def infer_images_per_s(self) -> float:
+        return self.batch_size / statistics.median(self.infer_step_s)
+
+    def train_mfu(self, peak_flops: float) -> float:
+        """Forward + backward FLOP/s over ``peak_flops`` (the peak of this row's precision)."""
+        return TRAIN_FLOPS_PER_FORWARD * self.gflops_per_image * 1e9 * self.train_images_per_s / peak_flops
+
+    def infer_mfu(self, peak_flops: float) -> float:
+        return self.gflops_per_image * 1e9 * self.infer_images_per_s / peak_flops
 
 
-def forward_flops_per_image(net: nn.Module, image_size: tuple[int, int], in_channels: int = 3) -> float:
-    """Forward FLOPs (2 per multiply-add) of one image, in eval mode so auxiliary heads are excluded."""
-    was_training = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    x = torch.randn(1, in_channels, *image_size, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    net.train(was_training)
-    return float(counter.get_total_flops())
+def measure_together(jobs: Sequence[Job], device: torch.device) -> list[Measurement | Exception]:
+    """Time inference then training of every job's freshly built network, their steps interleaved.
 
-
-def peak_matmul_flops(device: torch.device, precision: str = "fp32", size: int = 4096, iters: int = 3) -> float:
-    """FLOP/s of a large square matmul: the practical peak MFU is measured against, on this device, now.
-
-    Measuring it in the same run (instead of quoting a datasheet) makes MFU honest about shared
-    CPUs, thermal state and the BLAS actually linked.
+    The jobs of one model (ours, torchvision's, each knob) share a workload, and every ratio the
+    tables print is between two of them: round r runs one step of each in turn, so a neighbour's
+    burst of load slows both sides of a ratio instead of one. Each network's warm-up steps run
+    alone inside its own memory measurement; inference comes first so its peak is not inflated
+    by gradients and optimizer state. A job that fails gets its exception in place of a
+    measurement and leaves the others be.
     """
-    dtype = DTYPES[precision]
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds = _time_steps(lambda: torch.mm(a, b), warmup=1, iters=iters, device=device).median_s
-    return 2.0 * size**3 / seconds
+    outcomes: list[Measurement | Exception | None] = [None] * len(jobs)
+    running: dict[int, _Run] = {}
+    for i, job in enumerate(jobs):
+        try:
+            running[i] = _Run(job, device)
+        except ConfigError:
+            raise
+        except Exception as error:  # one broken network must not throw away the others' measurements
+            outcomes[i] = error
+    for phase in PHASES:
+        for i in list(running):
+            try:
+                running[i].warm_up(phase)
+            except Exception as error:
+                outcomes[i] = error
+                del running[i]
+        rounds = interleaved_step_times({i: run.steps[phase] for i, run in running.items()}, jobs[0].workload.iters, device)
+        for i, seconds in rounds.items():
+            running[i].times[phase] = tuple(seconds)
+    for i, run in running.items():
+        outcomes[i] = run.measurement()
+    return [o for o in outcomes if o is not None]
 
 
-def measure(
-    make_net: Callable[[], nn.Module],
-    workload: Workload,
-    variant: Variant,
-    device: torch.device,
-    peak_flops: float,
-) -> Measurement:
-    """Time inference then training of a freshly built network; ``peak_flops`` is for ``variant.precision``.
+class _Run:
+    """One job's network, batch and step functions, and what its warm-up and rounds measured."""
 
-    The network is built here (not passed in) because the measurement converts and trains it.
-    Inference runs first so its memory peak is not inflated by gradients and optimizer state.
-    """
-    net = make_net().to(device)
-    params = count_parameters(net)
-    flops = forward_flops_per_image(net, workload.image_size)
-    if variant.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    model: Callable[[Tensor], object] = torch.compile(net) if variant.compile else net
+    def __init__(self, job: Job, device: torch.device) -> None:
+        self.job, self.device = job, device
+        self.net = job.make_net().to(device)
+        self.params = count_parameters(self.net)
+        self.flops = forward_flops_per_image(self.net, job.workload.image_size)
+        if job.variant.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        model: Callable[[Tensor], object] = torch.compile(self.net) if job.variant.compile else self.net
+        x, target = _batch(job.workload, job.variant, device)
+        self.steps = {"infer": _infer_step(model, x, job.variant, device),
+                      "train": _train_step(self.net, model, x, target, job.variant, device)}  # fmt: skip
+        self.first_s: dict[str, float] = {}
+        self.peak_mb: dict[str, float] = {}
+        self.times: dict[str, tuple[float, ...]] = {}
 
-    x, target = _batch(workload, variant, device)
-    net.eval()
-    with _PeakMemory(device) as infer_mem:
-        infer = _time_steps(_infer_step(model, x, variant, device), workload.warmup, workload.iters, device)
-    net.train()
-    with _PeakMemory(device) as train_mem:
-        train = _time_steps(_train_step(net, model, x, target, variant, device), workload.warmup, workload.iters, device)
+    def warm_up(self, phase: str) -> None:
+        """The untimed steps, alone, inside the memory measurement of ``phase``."""
+        self.net.train(phase == "train")
+        with _PeakMemory(self.device) as memory:
+            first, *_ = step_times(self.steps[phase], warmup=0, iters=self.job.workload.warmup, device=self.device)
+        self.first_s[phase], self.peak_mb[phase] = first, memory.peak_mb
 
-    infer_ips = workload.batch_size / infer.median_s
-    train_ips = workload.batch_size / train.median_s
-    compile_s = (infer.first_s - infer.median_s) + (train.first_s - train.median_s) if variant.compile else None
-    return Measurement(
-        params=params,
-        gflops_per_image=flops / 1e9,
-        train_images_per_s=train_ips,
-        infer_images_per_s=infer_ips,
-        train_mfu=TRAIN_FLOPS_PER_FORWARD * flops * train_ips / peak_flops,
-        infer_mfu=flops * infer_ips / peak_flops,
-        train_peak_mem_mb=train_mem.peak_mb,
-        infer_peak_mem_mb=infer_mem.peak_mb,
-        compile_s=compile_s,
-    )
+    def measurement(self) -> Measurement:
+        compile_s = None
+        if self.job.variant.compile:  # first step minus a typical one: what compiling cost, per phase
+            compile_s = sum(self.first_s[p] - statistics.median(self.times[p]) for p in PHASES)
+        return Measurement(
+            params=self.params,
+            gflops_per_image=self.flops / 1e9,
+            batch_size=self.job.workload.batch_size,
+            train_step_s=self.times["train"],
+            infer_step_s=self.times["infer"],
+            train_peak_mem_mb=self.peak_mb["train"],
+            infer_peak_mem_mb=self.peak_mb["infer"],
+            compile_s=compile_s,
+        )
 
 
 def _batch(workload: Workload, variant: Variant, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -207,29 +231,6 @@ def _cross_entropy(output: object, target: Tensor) -> Tensor:
         return F.cross_entropy(output.logits.float(), target) + output.aux_weight * aux
     assert isinstance(output, Tensor), f"network returned {type(output).__name__}, expected Tensor or AuxOutput"
     return F.cross_entropy(output.float(), target)
-
-
-@dataclass(frozen=True)
-class _Timing:
-    first_s: float
-    median_s: float
-
-
-def _time_steps(step: Callable[[], object], warmup: int, iters: int, device: torch.device) -> _Timing:
-    """Run ``warmup`` steps left out of the median, then ``iters`` timed ones, synchronising around each."""
-    times = []
-    for _ in range(warmup + iters):
-        _synchronize(device)
-        start = time.perf_counter()
-        step()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return _Timing(first_s=times[0], median_s=statistics.median(times[warmup:]))
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _PeakMemory:
@@ -295,6 +296,8 @@ def _return_freed_memory_to_os() -> None:
         pass
 
 
+
+
 # --- what to measure, from the bench config ---------------------------------------------------------
 
 
@@ -307,44 +310,49 @@ class Job:
     task: str
     workload: Workload
     variant: Variant
-    make_net: Callable[[], nn.Module]
+    make_net: Callable[[], nn.Module] = field(compare=False)
 
 
 def baseline_variant(bench: DictConfig) -> Variant:
     return Variant(precision=bench.precision, channels_last=bench.channels_last)
 
 
-def plan_jobs(bench: DictConfig, conf_dir: Path) -> list[Job]:
-    """Every model in ``bench.models`` at its task's reference workload, its torchvision twin, and its knobs.
+def plan_jobs(bench: DictConfig, conf_dir: Path) -> list[list[Job]]:
+    """Per model in ``bench.models``: its job at its task's input, its torchvision twin's and its knobs'.
 
-    The task is chosen by the network class's ``task_kind``, so one model list covers both tasks.
+    One list per model because those are measured together (``measure_together``): every ratio
+    is between two jobs of one list. The task is chosen by the network class's ``task_kind`` and
+    read from ``conf/task/<name>.yaml``, so class count and input size have one source.
     Knob variants change one thing relative to the baseline each, so their ratio isolates that knob.
     """
     baseline = baseline_variant(bench)
     knob_variants = [_knob_variant(knob, baseline, bench.low_precision) for knob in bench.knobs]
-    jobs = []
+    groups = []
     for name in bench.models:
         net_cfg = _model_net_config(conf_dir, name)
         task_kind = _task_kind(name, net_cfg)
-        task = bench.tasks[task_kind]
+        bench_task = bench.tasks[task_kind]
+        task = _task_config(conf_dir, bench_task.name)
         overrides = bench.per_model.get(name, {})
         workload = Workload(
             task_kind=task_kind,
             num_classes=task.num_classes,
-            image_size=_hw(task.image_size),
-            batch_size=overrides.get("batch_size", task.batch_size),
+            image_size=_hw(bench_task.get("input_size") or input_size(task)),
+            batch_size=overrides.get("batch_size", bench_task.batch_size),
             warmup=overrides.get("warmup", bench.warmup),
             iters=overrides.get("iters", bench.iters),
         )
-        ours = functools.partial(build_net, conf_dir, name, task.num_classes, task.image_size)
-        jobs.append(Job(name, "ours", task.name, workload, baseline, ours))
+        h, w = workload.image_size
+        ours = functools.partial(build_net, conf_dir, name, task.num_classes, h if h == w else [h, w])
+        group = [Job(name, "ours", task.name, workload, baseline, ours)]
         if name in bench.torchvision:
             twin_cfg = OmegaConf.to_container(bench.torchvision[name], resolve=True)
             twin = functools.partial(hydra.utils.instantiate, twin_cfg, num_classes=task.num_classes)
-            jobs.append(Job(name, "torchvision", task.name, workload, baseline, twin))
+            group.append(Job(name, "torchvision", task.name, workload, baseline, twin))
         if name in bench.knob_models:
-            jobs.extend(Job(name, "ours", task.name, workload, variant, ours) for variant in knob_variants)
-    return jobs
+            group.extend(Job(name, "ours", task.name, workload, variant, ours) for variant in knob_variants)
+        groups.append(group)
+    return groups
 
 
 def _knob_variant(knob: str, baseline: Variant, low_precision: str) -> Variant:
@@ -360,9 +368,11 @@ def _knob_variant(knob: str, baseline: Variant, low_precision: str) -> Variant:
     )
 
 
-def build_net(conf_dir: Path, name: str, num_classes: int, image_size: int | ListConfig) -> nn.Module:
-    """The network of ``conf/model/<name>.yaml``, as ``src/train.py model=<name>`` builds it."""
-    return hydra.utils.instantiate(_resolved(_model_net_config(conf_dir, name), image_size), num_classes=num_classes)
+def build_net(conf_dir: Path, name: str, num_classes: int, image_size: int | list[int]) -> nn.Module:
+    """The network of ``conf/model/<name>.yaml`` as ``src/train.py model=<name>`` builds it, with
+    ``image_size`` for the model config's ``${task.data.image_size}``."""
+    root = OmegaConf.create({"task": {"data": {"image_size": image_size}}, "net": _model_net_config(conf_dir, name)})
+    return hydra.utils.instantiate(OmegaConf.to_container(root, resolve=True)["net"], num_classes=num_classes)
 
 
 def _model_net_config(conf_dir: Path, name: str) -> DictConfig:
@@ -379,6 +389,17 @@ def _model_net_config(conf_dir: Path, name: str) -> DictConfig:
     return model_cfg.net
 
 
+def _task_config(conf_dir: Path, name: str) -> DictConfig:
+    """``conf/task/<name>.yaml`` as written: the bench reads its ``num_classes``, ``kind`` and input size."""
+    path = Path(conf_dir) / "task" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"bench.tasks names task {name!r} but {path} does not exist; name one of conf/task/.")
+    task = OmegaConf.load(path)
+    if task.get("num_classes") is None:
+        raise ConfigError(f"{path} has no num_classes; the bench needs the task's reference class count.")
+    return task
+
+
 def _task_kind(name: str, net_cfg: DictConfig) -> TaskKind:
     kind = getattr(hydra.utils.get_class(net_cfg._target_), "task_kind", None)
     if kind not in ("classification", "segmentation"):
@@ -389,14 +410,8 @@ def _task_kind(name: str, net_cfg: DictConfig) -> TaskKind:
     return kind
 
 
-def _resolved(net_cfg: DictConfig, image_size: object) -> dict:
-    """The model config with ``${task.data.image_size}`` filled in from the bench task, as a plain dict."""
-    root = OmegaConf.create({"task": {"data": {"image_size": image_size}}, "net": net_cfg})
-    return OmegaConf.to_container(root, resolve=True)["net"]
-
-
-def _hw(image_size: int | ListConfig) -> tuple[int, int]:
-    return (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+def _hw(size: int | Sequence[int] | ListConfig) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def describe_device(device: torch.device) -> str:

@@ -3,6 +3,9 @@
 Parameters are compared against the published summaries, and FLOPs make the speed tables
 interpretable, so both come from one place: forward hooks on the leaf modules during a single
 eval-mode forward pass (eval mode drops auxiliary heads, which inference never runs).
+Lightning's ``ModelSummary`` (the in-run table, ``callbacks/model_summary.py``) summarises modules
+to a depth with rounded counts ("3.5 M") and needs a LightningModule; the checks against published
+summaries need every leaf call and exact totals, hence this table.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from visionbench.measure import count_parameters
 
 
 def _shape(output: object) -> str:
@@ -55,7 +60,7 @@ def layer_table(net: nn.Module, input_size: int | Sequence[int], in_channels: in
             handle.remove()
         net.train(was_training)
 
-    total = sum(p.numel() for p in net.parameters())
+    total = count_parameters(net)
     used = sum(r[3] for r in rows)
     header = ("layer", "type", "output shape", "params")
     widths = [max(len(header[i]), *(len(str(r[i])) for r in rows)) for i in range(3)]

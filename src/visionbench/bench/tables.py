@@ -1,8 +1,9 @@
 """Benchmark results as tables and a plot, joined with the quality of trained runs found under ``logs/``.
 
-CSV keeps raw numbers for later analysis; Markdown is what goes into the README; the PNG shows
-the speed/cost trade-off at a glance. Ratio columns are computed here, from rows of the same
-run, because ratios are only meaningful between measurements taken under the same conditions.
+CSV keeps raw numbers for later analysis; Markdown is what goes into ``docs/results.md``; the PNG
+shows the speed/cost trade-off at a glance. Ratio columns are computed here, round by round from
+the interleaved step times of the same run, because a ratio is only meaningful between
+measurements taken under the same conditions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from visionbench.bench.speed import Measurement
 from visionbench.report import TRAIN, Run
@@ -49,12 +49,28 @@ class BenchRow:
     iters: int
     measurement: Measurement | None = None
     error: str | None = None
+    precision: str = "fp32"
+    train_mfu: float | None = None
+    infer_mfu: float | None = None
     train_ratio_vs_torchvision: float | None = None
     infer_ratio_vs_torchvision: float | None = None
     train_ratio_vs_baseline: float | None = None
     infer_ratio_vs_baseline: float | None = None
     val_quality: Quality | None = None
     test_quality: Quality | None = None
+
+
+def add_mfu(rows: Sequence[BenchRow], peak_flops: Mapping[str, float]) -> None:
+    """Fill the MFU columns against the peak of each row's precision (the best the run measured)."""
+    for row in rows:
+        if row.measurement is not None:
+            peak = peak_flops[row.precision]
+            row.train_mfu, row.infer_mfu = row.measurement.train_mfu(peak), row.measurement.infer_mfu(peak)
+
+
+def above_peak(row: BenchRow) -> bool:
+    """An MFU above 100 % means the peak was measured low (under load), not that the row beat it."""
+    return any(mfu is not None and mfu > 1 for mfu in (row.train_mfu, row.infer_mfu))
 
 
 def add_ratios(rows: Sequence[BenchRow], baseline_variant: str) -> None:
@@ -72,7 +88,12 @@ def add_ratios(rows: Sequence[BenchRow], baseline_variant: str) -> None:
 def _ratios(m: Measurement, reference: Measurement | None) -> tuple[float | None, float | None]:
     if reference is None:
         return None, None
-    return m.train_images_per_s / reference.train_images_per_s, m.infer_images_per_s / reference.infer_images_per_s
+    return _speedup(m.train_step_s, reference.train_step_s), _speedup(m.infer_step_s, reference.infer_step_s)
+
+
+def _speedup(seconds: Sequence[float], reference_seconds: Sequence[float]) -> float:
+    """Median over rounds of reference time ÷ time: each round's two steps ran back to back."""
+    return statistics.median(ref / s for s, ref in zip(seconds, reference_seconds, strict=True))
 
 
 # --- quality of trained runs ---------------------------------------------------------------------
@@ -120,7 +141,7 @@ def attach_quality(rows: Sequence[BenchRow], runs: Sequence[Run], metrics: Mappi
 CSV_COLUMNS = [
     "model", "impl", "task", "variant", "batch_size", "image_size", "warmup", "iters",
     "params", "gflops_per_image", "train_images_per_s", "infer_images_per_s", "train_mfu", "infer_mfu",
-    "train_peak_mem_mb", "infer_peak_mem_mb", "compile_s",
+    "mfu_above_peak", "train_peak_mem_mb", "infer_peak_mem_mb", "compile_s", "train_step_s", "infer_step_s",
     "train_ratio_vs_torchvision", "infer_ratio_vs_torchvision", "train_ratio_vs_baseline", "infer_ratio_vs_baseline",
     "val_metric", "val_mean", "val_std", "val_n", "test_metric", "test_mean", "test_std", "test_n", "error",
 ]  # fmt: skip
@@ -138,7 +159,14 @@ def _record(row: BenchRow) -> dict[str, object]:
         "infer_ratio_vs_baseline": row.infer_ratio_vs_baseline,
     }  # fmt: skip
     if m is not None:
-        record.update({k: getattr(m, k) for k in Measurement.__dataclass_fields__})
+        record.update({
+            "params": m.params, "gflops_per_image": m.gflops_per_image,
+            "train_images_per_s": m.train_images_per_s, "infer_images_per_s": m.infer_images_per_s,
+            "train_mfu": row.train_mfu, "infer_mfu": row.infer_mfu, "mfu_above_peak": above_peak(row),
+            "train_peak_mem_mb": m.train_peak_mem_mb, "infer_peak_mem_mb": m.infer_peak_mem_mb, "compile_s": m.compile_s,
+            "train_step_s": " ".join(f"{t:.4f}" for t in m.train_step_s),
+            "infer_step_s": " ".join(f"{t:.4f}" for t in m.infer_step_s),
+        })  # fmt: skip
     for prefix, quality in (("val", row.val_quality), ("test", row.test_quality)):
         if quality is not None:
             record.update({f"{prefix}_metric": quality.metric, f"{prefix}_mean": quality.mean,
@@ -180,13 +208,34 @@ def _markdown_cells(row: BenchRow) -> list[str]:
     return head + [
         f"{m.params / 1e6:.2f}", f"{m.gflops_per_image:.2f}",
         f"{m.train_images_per_s:.2f}", f"{m.infer_images_per_s:.2f}",
-        f"{m.train_mfu:.0%}", f"{m.infer_mfu:.0%}",
+        _mfu_cell(row.train_mfu), _mfu_cell(row.infer_mfu),
         f"{m.train_peak_mem_mb:.0f}", f"{m.infer_peak_mem_mb:.0f}",
         _fmt(m.compile_s, "{:.0f}"),
         _fmt(row.train_ratio_vs_torchvision, "{:.2f}"), _fmt(row.infer_ratio_vs_torchvision, "{:.2f}"),
         _fmt(row.train_ratio_vs_baseline, "{:.2f}"), _fmt(row.infer_ratio_vs_baseline, "{:.2f}"),
         _quality_cell(row.val_quality), _quality_cell(row.test_quality),
     ]  # fmt: skip
+
+
+MFU_ABOVE_PEAK = "⚠"
+
+
+def _mfu_cell(mfu: float | None) -> str:
+    if mfu is None:
+        return ""
+    return f"{mfu:.0%} {MFU_ABOVE_PEAK}" if mfu > 1 else f"{mfu:.0%}"
+
+
+def mfu_warning(rows: Sequence[BenchRow]) -> str | None:
+    """The note under a table with MFUs above 100 %: which rows, and why they cannot be taken at face value."""
+    flagged = [f"{r.model} ({r.impl}, {r.variant})" for r in rows if above_peak(r)]
+    if not flagged:
+        return None
+    return (
+        f"{MFU_ABOVE_PEAK} MFU above 100 % ({', '.join(flagged)}): the row ran faster than the best matmul this run "
+        "measured, so that peak was taken under heavier load than the row (or the precision's matmul is not its "
+        "fastest kernel); these MFUs are not trustworthy"
+    )
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -243,3 +292,19 @@ def write_results(rows: Sequence[BenchRow], out_dir: Path, stem: str, notes: Seq
     (out_dir / f"{stem}.md").write_text(markdown)
     write_plot(rows, out_dir / f"{stem}.png", baseline_variant)
     return markdown
+
+
+def replace_generated_section(doc: Path, name: str, markdown: str) -> None:
+    """Put ``markdown`` between the ``<!-- begin: name -->`` / ``<!-- end: name -->`` markers of ``doc``,
+    appending a marked section if there is none, so the measured tables are regenerated, not pasted,
+    and the hand-written text around them is kept."""
+    begin, end = f"<!-- begin: {name} (generated by `make bench`; edits here are overwritten) -->", f"<!-- end: {name} -->"
+    text = doc.read_text() if doc.is_file() else ""
+    section = f"{begin}\n{markdown.rstrip()}\n{end}"
+    start = text.find(begin.split(" (")[0])
+    stop = text.find(end, start)
+    if start >= 0 and stop >= 0:
+        text = text[:start] + section + text[stop + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.write_text(text)

@@ -7,6 +7,7 @@ batch ends (after ``warmup_steps``), so a starving loader shows up as lost throu
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import AbstractContextManager
 from typing import Any
@@ -14,12 +15,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from visionbench.bench.speed import forward_flops_per_image, peak_matmul_flops
+from visionbench.measure import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_matmul_flops, synchronize
 
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+log = logging.getLogger(__name__)
 
 
 def _rng_untouched(device: torch.device) -> AbstractContextManager[None]:
@@ -32,13 +30,20 @@ class TrainingThroughput(L.Callback):
     """Logs ``perf/train_images_per_s`` (all processes), ``perf/train_tflops`` and ``perf/train_mfu``.
 
     FLOPs: forward FLOPs of one image counted once (2 per multiply-add, eval mode, so auxiliary
-    heads are excluded) and tripled for forward + backward. Peak: a ``peak_size``² matmul timed at
-    fit start on the same device, in bf16 when the trainer runs in bf16, else fp32.
+    heads are excluded) and tripled for forward + backward. Peak: the best of ``peak_repeats``
+    ``peak_size``² matmuls timed at fit start on the same device, in bf16 when the trainer runs in
+    bf16, else fp32 (``visionbench.measure``, as ``make bench``).
+
+    Lightning's ``ThroughputMonitor`` is not used: it logs per-step ``train|device/...`` keys to the
+    logger rather than per-epoch values into the run's metrics, needs ``flops_per_batch`` on the
+    LightningModule, has no warm-up exclusion, and sets its peak from a datasheet table (none for CPUs)
+    in ``setup``, before a measured one could be given.
     """
 
-    def __init__(self, warmup_steps: int = 3, peak_size: int = 4096) -> None:
+    def __init__(self, warmup_steps: int = 3, peak_size: int = 4096, peak_repeats: int = 3) -> None:
         self.warmup_steps = warmup_steps
         self.peak_size = peak_size
+        self.peak_repeats = peak_repeats
         self.flops_per_image = 0.0
         self.peak_flops = 0.0
         self._reset()
@@ -52,13 +57,13 @@ class TrainingThroughput(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         precision = "bf16" if "bf16" in str(trainer.precision) else "fp32"
         with _rng_untouched(pl_module.device):
-            self.peak_flops = peak_matmul_flops(pl_module.device, precision, size=self.peak_size)
+            self.peak_flops = peak_matmul_flops(pl_module.device, precision, self.peak_size, self.peak_repeats)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        _synchronize(pl_module.device)
+        synchronize(pl_module.device)
         now = time.perf_counter()
         images = batch[0]
         if not self.flops_per_image:
@@ -79,7 +84,13 @@ class TrainingThroughput(L.Callback):
         if self._seconds <= 0:
             return  # too few batches after warm-up to time
         per_process = self._images / self._seconds
-        achieved = 3 * self.flops_per_image * per_process
+        achieved = TRAIN_FLOPS_PER_FORWARD * self.flops_per_image * per_process
+        if achieved > self.peak_flops:
+            log.warning(
+                "perf/train_mfu is %.0f %%: above the matmul peak measured at fit start (%.0f GFLOP/s), which other "
+                "processes must have slowed; this epoch's MFU is not trustworthy.", 100 * achieved / self.peak_flops,
+                self.peak_flops / 1e9,
+            )
         pl_module.log_dict(
             {
                 "perf/train_images_per_s": per_process * trainer.world_size,
