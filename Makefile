@@ -14,14 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)  ## unit + CLI tests (benchmarks excluded)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## unit + CLI tests (benchmarks excluded), on 2 processes: a file's tests (and its DDP runs) share one
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)  ## plain CNN vs small ResNet on the built-in dataset, then a comparison table
 	$(PY) src/demo.py
 
-bench: $(STAMP)  ## speed/cost/quality table of every model (logs/bench/<time>/), then the data-path benchmark
-	$(PY) src/bench.py
+bench: $(STAMP)  ## speed/cost/quality table of every model (logs/bench/<time>/, and its section of docs/results.md), then the data-path benchmark
+	$(PY) src/bench.py results_doc=docs/results.md
 	$(PY) -m visionbench.bench.data_speed logs/bench/data
 
 report: $(STAMP)  ## one table per task (Markdown; CSV + PNG per task) of the training runs under DIR: make report DIR=logs/train/multiruns/<time>

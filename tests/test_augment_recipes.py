@@ -195,6 +195,7 @@ class TrainingLabels(L.Callback):
 
 
 @pytest.mark.parametrize("pipeline", ["pil", "cached"])
+@pytest.mark.slow
 def test_a_training_step_with_the_whole_recipe_has_a_finite_loss(compose_cfg, pipeline: str) -> None:
     recipe = ["mixup=0.2", "cutmix=1.0", "auto_augment=ta_wide", "random_erase=0.25"]
     cfg = compose_cfg(["task=shapes", "model=resnet_small", *TINY, f"task.data.pipeline={pipeline}", *(f"task.data.augment.{r}" for r in recipe)])

@@ -40,6 +40,7 @@ def _paragraph(stderr: str) -> str:
     return error
 
 
+@pytest.mark.slow
 def test_non_numeric_override_names_the_key_the_value_and_an_example(tmp_path: Path) -> None:
     result = run_cli("src/train.py", "task=shapes", "model=cnn", "trainer.max_epochs=abc", f"hydra.run.dir={tmp_path}", check=False)
     assert result.returncode == 1
@@ -69,6 +70,7 @@ def test_every_form_of_devices_lightning_accepts_passes(compose_cfg, devices: st
     check_numeric_knobs(compose_cfg(["task=shapes", f"trainer.devices={devices}", "trainer.max_epochs=-1"]))
 
 
+@pytest.mark.slow
 def test_missing_data_root_names_the_folder_through_the_cli(tmp_path: Path) -> None:
     result = run_cli(
         "src/train.py", "task=simpsons", "model=cnn", f"task.data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}",
@@ -87,6 +89,7 @@ def test_unknown_task_lists_the_available_tasks(tmp_path: Path) -> None:
     assert "Could not find 'task/simpson'" in result.stderr and "simpsons" in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_mask_read_in_a_dataloader_worker_prints_the_readers_paragraph(tmp_path: Path) -> None:
     voc = tmp_path / VOC_DIR
     for image_id in ("a", "b", "c", "d"):
@@ -180,6 +183,7 @@ def test_gpu_trainers_without_cuda_say_so_before_touching_data(compose_cfg, tmp_
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_resuming_another_models_checkpoint_names_both_models(compose_cfg, multirun: Path) -> None:
     ckpt = multirun / "0" / "checkpoints" / "last.ckpt"  # model=cnn
     with pytest.raises(ConfigError, match="trained with model=cnn, but this run has model=resnet_small"):

@@ -365,6 +365,7 @@ def process_wide_torch_settings() -> Iterator[None]:
     logging.getLogger("lightning.pytorch").setLevel(level)
 
 
+@pytest.mark.slow
 def test_the_data_bench_runs_every_measurement_and_tabulates_it(tmp_path: Path, process_wide_torch_settings: None) -> None:
     """The data-path benchmark itself, on tiny settings (its targets are checked by ``pytest -m bench``)."""
     from visionbench.bench.data_speed import END_TO_END_MODELS, markdown, run

@@ -89,6 +89,7 @@ def test_summary_prints_the_layer_table_at_the_tasks_reference_size(compose_cfg)
     assert "Total params:" in summarize(compose_cfg(["model=cnn", "task=folder", "task.num_classes=5"]))
 
 
+@pytest.mark.slow
 def test_summary_command_prints_the_table_and_writes_no_run_folder(tmp_path: Path) -> None:
     result = run_cli("src/summary.py", "model=resnet_small", "task=simpsons", env={"VISIONBENCH_LOG_DIR": str(tmp_path / "logs")})
     assert "Total params: 1,157,011" in result.stdout  # trainable; Keras adds the 256 BN statistics

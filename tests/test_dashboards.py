@@ -35,6 +35,7 @@ def events(log_dir: Path) -> EventAccumulator:
     return acc
 
 
+@pytest.mark.slow
 def test_classification_run_logs_scalars_figures_hparams_and_layer_summary(multirun: Path) -> None:
     acc = events(multirun / "0" / "tensorboard" / "model=cnn,seed=1")
     tags = acc.Tags()

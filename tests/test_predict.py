@@ -55,6 +55,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_cli_predicts_a_folder_in_batches_into_a_csv_and_lists_the_non_image(checkpoint: Path, images: Path, tmp_path: Path) -> None:
     """photo.jpg and photo.png both keep their figure; batches of 2 cross the skipped file; stdout is a
     summary, and stderr (not a terminal here, as in a log file) ends with a plain progress line."""

@@ -47,6 +47,7 @@ def test_an_extracted_download_is_linked_not_copied(download: Path, tmp_path: Pa
     assert (tmp_path / "simpsons" / KAGGLE_TEST_DIR).is_symlink()
 
 
+@pytest.mark.slow
 def test_prepare_imports_the_zip_and_the_kaggle_test_set_becomes_the_test_split(download: Path, tmp_path: Path) -> None:
     archive = _zip(download, tmp_path / "archive.zip")
     result = run_cli("src/prepare.py", "task=simpsons", f"source={archive}", f"paths.data_dir={tmp_path / 'data'}")
@@ -100,6 +101,7 @@ def _cached(root: Path, image_size: int) -> SimpsonsDataModule:
     return dm
 
 
+@pytest.mark.slow
 def test_clean_cache_removes_only_the_caches_the_current_settings_do_not_read_and_reports_the_bytes(
     download: Path, tmp_path: Path
 ) -> None:

@@ -57,17 +57,19 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     [["task.data.pipeline=cached", "task.data.num_workers=2"], ["task.data.pipeline=pil", "task.data.num_workers=2"]],
     ids=["cached-2-prefetching-workers", "per-image-augmentation-in-2-workers"],  # cached, no workers: on 2 processes in test_distributed.py
 )
+@pytest.mark.slow
 def test_resuming_from_last_checkpoint_equals_training_straight_through(compose_cfg, tmp_path: Path, pipeline: list[str]) -> None:
-    straight = _train(compose_cfg, ["trainer.max_epochs=4", *pipeline], tmp_path / "straight")
+    straight = _train(compose_cfg, ["trainer.max_epochs=2", *pipeline], tmp_path / "straight")
     resumed_dir = tmp_path / "resumed"
-    _train(compose_cfg, ["trainer.max_epochs=2", "test=false", *pipeline], resumed_dir)
+    _train(compose_cfg, ["trainer.max_epochs=1", "test=false", *pipeline], resumed_dir)
     last = resumed_dir / "checkpoints" / "last.ckpt"
-    resumed = _train(compose_cfg, ["trainer.max_epochs=4", f"ckpt_path={last}", *pipeline], resumed_dir)
+    resumed = _train(compose_cfg, ["trainer.max_epochs=2", f"ckpt_path={last}", *pipeline], resumed_dir)
     assert _stable(resumed) == _stable(straight)
     a, b = _weights(tmp_path / "straight"), _weights(resumed_dir)
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
+@pytest.mark.slow
 def test_the_same_seed_reproduces_and_another_seed_does_not(compose_cfg, tmp_path: Path) -> None:
     runs = [_train(compose_cfg, ["trainer.max_epochs=1", f"seed={seed}"], tmp_path / str(i)) for i, seed in enumerate((1, 1, 2))]
     assert _stable(runs[0]) == _stable(runs[1])
@@ -88,6 +90,7 @@ def test_shuffle_order_depends_only_on_seed_and_epoch() -> None:
 EXPLODE_AFTER_FIRST_EPOCH = "scheduler.gamma=1e30"
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     result = run_cli(
         "src/train.py", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=3",
@@ -103,6 +106,7 @@ def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint
     assert [p.name for p in checkpoints] == ["epoch_000.ckpt", "last.ckpt"]  # nothing written after the NaN
 
 
+@pytest.mark.slow
 def test_a_diverging_job_fails_alone_and_the_sweep_lists_it(tmp_path: Path) -> None:
     """``-m``: job 0 diverges, job 1 still runs; the sweep exits 1 and names job 0 in failed_jobs.txt."""
     sweep = tmp_path / "sweep"

@@ -14,12 +14,14 @@ pytestmark = pytest.mark.slow
 SMALL_SEG = ["task=shapes_seg", f"paths.data_dir={SESSION_DIR / 'seg_data'}", "task.data.generator.num_train=8", "task.data.generator.num_val=4"]
 
 
-@pytest.mark.parametrize("model", ["fcn", "fcn8s", "fpn"])
-def test_every_segmentation_model_trains_validates_and_tests_through_the_cli(model: str, tmp_path: Path) -> None:
-    run_cli("src/train.py", *SMALL_SEG, f"model={model}", "debug=fdr", "task.data.batch_size=2", f"hydra.run.dir={tmp_path}")
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert 0.0 <= metrics["test/miou"] <= 1.0 and 0.0 <= metrics["test/pixel_acc"] <= 1.0
-    assert "val/miou_best" in metrics
+def test_every_segmentation_model_trains_validates_and_tests_through_the_cli(tmp_path: Path) -> None:
+    """One sweep (one interpreter start-up) over the networks; each job is a whole train.py run."""
+    models = ["fcn", "fcn8s", "fpn"]
+    run_cli("src/train.py", "-m", *SMALL_SEG, f"model={','.join(models)}", "debug=fdr", "task.data.batch_size=2", f"hydra.sweep.dir={tmp_path}")
+    for job, model in enumerate(models):
+        metrics = json.loads((tmp_path / str(job) / "metrics.json").read_text())
+        assert 0.0 <= metrics["test/miou"] <= 1.0 and 0.0 <= metrics["test/pixel_acc"] <= 1.0, model
+        assert "val/miou_best" in metrics, model
 
 
 @pytest.mark.parametrize(("model", "task"), [("fcn", "shapes"), ("cnn", "shapes_seg")])

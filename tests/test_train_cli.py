@@ -21,16 +21,19 @@ from visionbench.run import eval_task, run_params
 CLASSIFIERS = ["resnet50", "vgg19", "inception_v1"]
 
 
-@pytest.mark.parametrize("model", CLASSIFIERS)
-def test_every_classification_network_trains_a_fast_dev_run_through_train_py(tmp_path: Path, model: str) -> None:
-    result = run_cli("src/train.py", "task=shapes", f"model={model}", "debug=fdr", "task.data.batch_size=2",
-                     "callbacks.rich_progress_bar=null", f"hydra.run.dir={tmp_path}", env={"PYTHONWARNINGS": "default"})  # fmt: skip
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert {"train/loss", "val/acc", "test/acc", "params"} <= set(metrics)
-    assert (result.stdout + result.stderr).count("GPU available:") == 1  # Lightning's lines are printed once
-    assert "tensorboard --logdir" not in result.stdout + result.stderr  # fast_dev_run writes no events
+@pytest.mark.slow
+def test_every_classification_network_trains_a_fast_dev_run_through_train_py(tmp_path: Path) -> None:
+    """One sweep (one interpreter start-up) over the networks; each job is a whole train.py run."""
+    result = run_cli("src/train.py", "-m", "task=shapes", f"model={','.join(CLASSIFIERS)}", "debug=fdr", "task.data.batch_size=2",
+                     "callbacks.rich_progress_bar=null", f"hydra.sweep.dir={tmp_path}", env={"PYTHONWARNINGS": "default"})  # fmt: skip
+    output = result.stdout + result.stderr
+    for job, model in enumerate(CLASSIFIERS):
+        metrics = json.loads((tmp_path / str(job) / "metrics.json").read_text())
+        assert {"train/loss", "val/acc", "test/acc", "params"} <= set(metrics), model
+    assert output.count("GPU available:") == len(CLASSIFIERS)  # Lightning's lines are printed once per run
+    assert "tensorboard --logdir" not in output  # fast_dev_run writes no events
     assert "LeafSpec" not in result.stderr  # Lightning's own deprecation warning, nothing a user can act on
-    assert re.search(r"^Total FLOPs: [1-9]", result.stdout, re.MULTILINE)  # the model summary ran an example input
+    assert len(re.findall(r"^Total FLOPs: [1-9]", result.stdout, re.MULTILINE)) == len(CLASSIFIERS)  # the summary ran an example input
 
 
 def test_a_run_folder_holds_config_events_checkpoints_and_metrics(multirun: Path) -> None:
@@ -55,6 +58,7 @@ def test_multirun_writes_one_folder_per_job_with_its_own_config(multirun: Path) 
     assert settings == {("cnn", 1), ("cnn", 2), ("resnet_small", 1), ("resnet_small", 2)}
 
 
+@pytest.mark.slow
 def test_eval_of_the_best_checkpoint_reproduces_the_logged_test_metrics(multirun: Path, tmp_path: Path) -> None:
     run = multirun / "2"  # resnet_small: BatchNorm statistics must round-trip too
     logged = json.loads((run / "metrics.json").read_text())
@@ -66,6 +70,7 @@ def test_eval_of_the_best_checkpoint_reproduces_the_logged_test_metrics(multirun
     assert evaluated["test/loss"] == pytest.approx(logged["test/loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_eval_without_task_reads_the_checkpoints_split_under_this_machines_data_dir(multirun: Path, tmp_path: Path) -> None:
     moved = tmp_path / "data"  # the data as another machine holds it: no cache yet
     shutil.copytree(Path(os.environ["VISIONBENCH_DATA_DIR"]) / "shapes", moved / "shapes", ignore=shutil.ignore_patterns(".cache"))
@@ -87,11 +92,13 @@ def test_eval_task_is_the_checkpoints_own_with_plus_task_settings_over_it_or_the
     assert eval_task(trained, "/old/data", given, "/new/data") == given
 
 
+@pytest.mark.slow
 def test_eval_needs_an_existing_checkpoint(tmp_path: Path) -> None:
     result = run_cli("src/eval.py", f"ckpt_path={tmp_path / 'missing.ckpt'}", f"hydra.run.dir={tmp_path}", check=False)
     assert result.returncode == 1 and "missing.ckpt' does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_simpsons_data_stops_with_where_how_and_the_built_in_alternative(tmp_path: Path) -> None:
     result = run_cli("src/train.py", "task=simpsons", f"paths.data_dir={tmp_path}", *TINY, f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
