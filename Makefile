@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)  ## unit + CLI tests (benchmarks excluded) on 2 processes, grouped as tests/conftest.py says
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+test: $(STAMP)  ## unit + CLI tests (benchmarks excluded), on 2 processes: a file's tests (and its DDP runs) share one
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)  ## plain CNN vs small ResNet on the built-in dataset, then a comparison table
 	$(PY) src/demo.py

@@ -28,15 +28,6 @@ os.environ["VISIONBENCH_ROOT"] = str(REPO)
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``make test`` runs on 2 processes (``--dist loadgroup``): a file's tests stay on one process
-    (its module fixtures are built once; DDP runs never overlap), and the tests that read the
-    session's ``multirun`` share one process, so the sweep is trained once."""
-    for item in items:
-        group = "multirun" if "multirun" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's generated data and logs (~150 MB) after a green run; keep them to
     inspect after a red one. Pytest's own ``tmp_path`` folders follow ``tmp_path_retention_policy``."""
