@@ -114,7 +114,7 @@ def loader_rates(root: Path, source_size: int, image_size: int, batch_size: int,
 class AugmentCost:
     """Milliseconds per 128² image of the augmentation and normalisation alone, decoding excluded."""
 
-    batched_ms: float  # ClassificationBatchTransform on whole batches, on this CPU
+    batched_ms: float  # BatchTransform on whole batches, on this CPU
     per_image_ms: float  # the per-image pipeline's augment + normalise (torchvision v2 on uint8 tensors)
 
 
