@@ -154,7 +154,7 @@ def test_segmentation_confusion_matrix_metrics_are_identical_on_one_and_two_proc
     one, two_metrics = _test_metrics(_metrics(train_dir)), _test_metrics(_metrics(tmp_path / "two"))
     iou_keys = [k for k in one if k.startswith("test/iou/")]
     assert iou_keys, one
-    for key in ("test/miou", "test/pixel_acc", *iou_keys):
+    for key in ("test/miou", "test/pixel_acc", "test/class_acc", *iou_keys):
         assert two_metrics[key] == one[key], key
 
 

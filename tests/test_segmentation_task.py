@@ -33,6 +33,7 @@ HAND_CONFMAT = torch.tensor([[3, 1, 0, 0], [0, 2, 1, 0], [1, 0, 1, 0], [0, 0, 0,
 HAND_IOU = [3 / 5, 2 / 4, 1 / 3]  # classes 0..2; class 3: undefined
 HAND_MIOU = sum(HAND_IOU) / 3  # 0.4778; per-batch averaging would give 0.4583, counting class 3 as 0 gives 0.3583
 HAND_PIXEL_ACC = 6 / 9
+HAND_CLASS_ACC = (3 / 4 + 2 / 3 + 1 / 2) / 3  # mean recall over the classes in the ground truth (class 3 is not)
 
 
 class PredictionEcho(nn.Module):
@@ -73,6 +74,12 @@ def test_scores_from_a_confusion_matrix_match_hand_computation() -> None:
     assert math.isnan(scores.iou[3])
     assert float(scores.miou) == pytest.approx(HAND_MIOU)
     assert float(scores.pixel_acc) == pytest.approx(HAND_PIXEL_ACC)
+    assert float(scores.class_acc) == pytest.approx(HAND_CLASS_ACC)
+
+
+def test_class_average_accuracy_leaves_out_classes_absent_from_the_ground_truth_and_counts_missed_ones_as_zero() -> None:
+    cm = torch.tensor([[2, 1, 0], [0, 0, 0], [1, 0, 0]])  # class 1 only predicted (no recall), class 2 never found
+    assert float(segmentation_scores(cm).class_acc) == pytest.approx((2 / 3 + 0.0) / 2)
 
 
 def test_a_class_only_predicted_or_only_in_truth_counts_as_zero_iou() -> None:
@@ -92,6 +99,7 @@ def test_split_metrics_accumulate_the_confusion_matrix_over_all_batches(stage: s
     metrics = t.callback_metrics
     assert float(metrics[f"{prefix}/miou"]) == pytest.approx(HAND_MIOU, abs=1e-6)
     assert float(metrics[f"{prefix}/pixel_acc"]) == pytest.approx(HAND_PIXEL_ACC, abs=1e-6)
+    assert float(metrics[f"{prefix}/class_acc"]) == pytest.approx(HAND_CLASS_ACC, abs=1e-6)
     for c, iou in enumerate(HAND_IOU):
         assert float(metrics[f"{prefix}/iou/c{c}"]) == pytest.approx(iou, abs=1e-6)
     assert f"{prefix}/iou/c3" not in metrics  # absent class: no IoU logged

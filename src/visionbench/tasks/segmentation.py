@@ -18,25 +18,33 @@ STAGES = ("val", "test")
 
 
 class SegmentationScores(NamedTuple):
-    pixel_acc: Tensor  # scalar
+    pixel_acc: Tensor  # scalar: global accuracy, correct pixels / all pixels
+    class_acc: Tensor  # scalar: class-average accuracy, the mean per-class recall
     miou: Tensor  # scalar
     iou: Tensor  # (num_classes,), NaN for classes absent from both prediction and ground truth
 
 
 def segmentation_scores(confmat: Tensor) -> SegmentationScores:
-    """Pixel accuracy, mean IoU and per-class IoU from a confusion matrix (rows = truth, cols = prediction).
+    """SegNet's three figures (global pixel accuracy, class-average accuracy, mean IoU) and per-class
+    IoU from a confusion matrix (rows = truth, cols = prediction).
 
     IoU_c = TP_c / (TP_c + FP_c + FN_c) = diag_c / (row_c + col_c - diag_c). A class with
     ``row_c + col_c == 0`` (neither in the ground truth nor predicted anywhere in the split)
     has no defined IoU: it is NaN and left out of the mean. A class that is only predicted, or
-    only present in the ground truth, has IoU 0 and counts. Computing this once from the matrix
-    of the whole split (not averaging per-batch IoUs) is the standard VOC protocol.
+    only present in the ground truth, has IoU 0 and counts. The class-average accuracy is the mean
+    of recall_c = diag_c / row_c over the classes present in the ground truth (a class only
+    predicted has no recall); unlike pixel accuracy, it is not dominated by large classes
+    (road, sky). Computing all of this once from the matrix of the whole split (not averaging
+    per-batch values) is the standard VOC protocol.
     """
     cm = confmat.double()
     tp = cm.diagonal()
-    union = cm.sum(0) + cm.sum(1) - tp
-    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-    return SegmentationScores(pixel_acc=tp.sum() / cm.sum(), miou=iou.nanmean(), iou=iou)
+    truth = cm.sum(1)
+    union = cm.sum(0) + truth - tp
+    nan = torch.full_like(tp, float("nan"))
+    iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
+    recall = torch.where(truth > 0, tp / truth.clamp(min=1), nan)
+    return SegmentationScores(pixel_acc=tp.sum() / cm.sum(), class_acc=recall.nanmean(), miou=iou.nanmean(), iou=iou)
 
 
 def window_stride(window: tuple[int, int], stride: tuple[int, int] | None) -> tuple[int, int]:
@@ -71,7 +79,8 @@ def sliding_window_logits(
 
 
 class SegmentationTask(VisionTask):
-    """Cross-entropy ignoring the void label, and per-split pixel accuracy / mIoU / per-class IoU.
+    """Cross-entropy ignoring the void label, and per-split pixel accuracy / class-average accuracy /
+    mIoU / per-class IoU.
 
     Each evaluation stage holds a ``MulticlassConfusionMatrix`` (in a ``ModuleDict``, so it moves
     with the module and syncs exactly under DDP) accumulated over the whole split; the scores
@@ -142,6 +151,7 @@ class SegmentationTask(VisionTask):
         scores = segmentation_scores(self.confmat[stage].compute())
         self.confmat[stage].reset()
         self.log(f"{stage}/pixel_acc", scores.pixel_acc.float(), prog_bar=True)
+        self.log(f"{stage}/class_acc", scores.class_acc.float(), prog_bar=True)
         self.log(f"{stage}/miou", scores.miou.float(), prog_bar=True)
         for name, iou in zip(self.class_names, scores.iou.float()):
             if not torch.isnan(iou):
