@@ -48,7 +48,7 @@ def _train_order(dm: VisionDataModule, epoch: int) -> list[int]:
     sampler = dm.train_dataloader().sampler
     assert isinstance(sampler, EpochTaggedSampler)
     sampler.set_epoch(epoch)
-    return [tagged - epoch * sampler.num_samples for tagged in sampler]
+    return [draw.index for draw in sampler]
 
 
 def _tiny_task(counts: list[int] | None, label_smoothing: float = 0.0) -> ClassificationTask:

@@ -22,6 +22,7 @@ from visionbench.data.batch_augment import BatchTransform, normalize_uint8
 from visionbench.data.cache import CACHE_DIR, build_cache, remove_caches
 from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
 from visionbench.data.readers import decode_resized
+from visionbench.data.sampler import Draw
 from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import MANIFEST, TRAIN_DIR, read_manifest
@@ -416,10 +417,10 @@ def test_on_a_cpu_batches_leave_the_loader_augmented_and_normalised(tmp_path: Pa
 def test_a_samples_loader_augmentation_does_not_depend_on_its_batch(tmp_path: Path) -> None:
     dm = on_cpu(simpsons(write_classes(tmp_path / "data", width=40, height=36), "cached", augment={"auto_augment": "ta_wide", "random_erase": 0.5}))
     dataset = dm.train_dataloader().dataset
-    first, _ = dataset.__getitems__([3, 5])  # type: ignore[attr-defined]
-    second, _ = dataset.__getitems__([5, 1, 3])  # type: ignore[attr-defined]
+    first, _ = dataset.__getitems__([Draw(0, 3), Draw(0, 5)])  # type: ignore[attr-defined]
+    second, _ = dataset.__getitems__([Draw(0, 5), Draw(0, 1), Draw(0, 3)])  # type: ignore[attr-defined]
     assert torch.equal(first[0], second[2]) and torch.equal(first[1], second[0])
-    later, _ = dataset.__getitems__([len(dataset) + 3])  # the same sample in the next epoch: other draws
+    later, _ = dataset.__getitems__([Draw(1, 3)])  # the same sample in the next epoch: other draws
     assert not torch.equal(first[0], later[0])
 
 

@@ -1,6 +1,6 @@
 """What every visionbench DataModule shares: the one choice between reading samples from their files
 and from the uint8 cache (``storage``), loaders whose sharding is exact under DDP, and training
-samples that depend only on (seed, epoch, index). A task's DataModule adds its source and transforms."""
+samples that depend only on their draw (seed, epoch, index, repeat). A task's DataModule adds its source and transforms."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from visionbench.data.augment import Augment, SampleStreams
 from visionbench.data.batch_augment import BatchTransform
 from visionbench.data.sampler import (
     ClassBalancedSampler,
+    Draw,
     EpochShuffleSampler,
     EpochTaggedSampler,
     EvalShardSampler,
@@ -30,13 +31,15 @@ STAGES = ("train", "val", "test")
 
 
 class SeededSamples(Dataset):
-    """Training samples whose randomness depends only on (seed, epoch, index).
+    """Training samples whose randomness depends only on the draw: (seed, epoch, index, repeat).
 
     Per-sample augmentation (torchvision v2 transforms, random crops) draws from torch's global
     RNG in whichever process reads the sample. Each worker's stream depends on the worker count
     and restarts with the workers, so a resumed run would see other augmentations than a
-    straight one. Seeding every sample from (seed, epoch, index) instead (``SampleStreams``) gives
-    the same samples for any ``num_workers`` and after any resume.
+    straight one. Seeding every draw from (seed, epoch, index, repeat) instead (``SampleStreams``)
+    gives the same samples for any ``num_workers``, batch size and resume, and a sample drawn
+    twice in an epoch (``sampler=balanced``, DDP padding) two augmentations. A first draw's key
+    (repeat 0) hashes as (seed, epoch, index): the shuffle sampler's streams are what they were.
     """
 
     def __init__(self, dataset: Dataset, seed: int, batch_transform: BatchTransform | None = None) -> None:
@@ -47,24 +50,24 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def streams(self, tagged: list[int]) -> SampleStreams:
+    def streams(self, draws: list[Draw]) -> SampleStreams:
         """About 30 us per sample (the hash), against milliseconds to decode and augment it."""
-        return SampleStreams([stream_seed(self.seed, *divmod(i, len(self))) for i in tagged])
+        return SampleStreams([stream_seed(self.seed, *draw) for draw in draws])
 
-    def __getitem__(self, tagged: int) -> Any:
-        with self.streams([tagged]).drawing(0):
-            return self.dataset[tagged % len(self)]
+    def __getitem__(self, draw: Draw) -> Any:
+        with self.streams([draw]).drawing(0):
+            return self.dataset[draw.index]
 
-    def __getitems__(self, tagged: list[int]) -> Any:
+    def __getitems__(self, draws: list[Draw]) -> Any:
         """Whole-batch reads (the cache's) draw no random numbers, but ``batch_transform`` (given when
         the loader augments) draws each sample's from its own stream; other datasets go sample by sample."""
         read_batch = getattr(self.dataset, "__getitems__", None)
         if read_batch is None:
-            return [self[i] for i in tagged]
-        batch = read_batch([i % len(self) for i in tagged])
+            return [self[draw] for draw in draws]
+        batch = read_batch([draw.index for draw in draws])
         if self.batch_transform is None:
             return batch
-        return self.batch_transform(batch, train=True, streams=self.streams(tagged))
+        return self.batch_transform(batch, train=True, streams=self.streams(draws))
 
 
 class LoaderNormalises:
@@ -86,7 +89,7 @@ class VisionDataModule(L.LightningDataModule):
     (``EpochShuffleSampler``, each rank its share; padding under DDP only repeats a few training
     samples per epoch, which is harmless), or with ``sampler="balanced"`` draws every class about
     equally often from (seed, epoch) alone (``ClassBalancedSampler``); each training sample's
-    random augmentation is seeded from (seed, epoch, index) (``SeededSamples``). Validation and test use
+    random augmentation is seeded from its draw, (seed, epoch, index, repeat) (``SeededSamples``). Validation and test use
     disjoint shards so every sample is evaluated exactly once and synced metrics equal the
     1-process value.
     """
@@ -195,11 +198,13 @@ class VisionDataModule(L.LightningDataModule):
             # Lightning's overfit_batches swaps any other sampler for a SequentialSampler over the
             # dataset, whose storage order is class by class: the few batches it fits (and
             # validates on) would hold one class. It gets a sequential view of a fixed shuffled order.
-            dataset = Subset(SeededSamples(dataset, self.seed, batch_transform) if train else dataset, fixed_order(len(dataset)))  # type: ignore[arg-type]
+            fixed = fixed_order(len(dataset))  # type: ignore[arg-type]
+            draws = [Draw(0, index) for index in fixed] if train else fixed
+            dataset = Subset(SeededSamples(dataset, self.seed, batch_transform) if train else dataset, draws)  # type: ignore[arg-type]
             sampler = SequentialSampler(dataset)
         elif train:
             order = self._training_order(len(dataset), rank, world)  # type: ignore[arg-type]
-            sampler = EpochTaggedSampler(order, len(dataset))  # type: ignore[arg-type]
+            sampler = EpochTaggedSampler(order)
             # Workers fetch indices as soon as the loader is iterated, which on resume happens before the
             # fit loop's set_epoch (and while ``current_epoch`` still reads the checkpoint's last finished
             # epoch): start at the epoch the fit loop runs next, as Lightning hands it to ``set_epoch``.

@@ -2,7 +2,7 @@
 
 Where: on an accelerator, in ``on_after_batch_transfer`` on the device, drawing from the process's
 global RNG; on a CPU, in the loader (``base.SeededSamples`` and ``base.LoaderNormalises``), each
-sample drawing from its own (seed, epoch, index) stream, so the training process only trains.
+draw from its own (seed, epoch, index, repeat) stream, so the training process only trains.
 The ``augment.Augment`` description drives this and the per-image path (``transforms``), the reference:
 
 * classification: affine (rotation, shift, zoom, shear; bilinear, uncovered pixels filled as

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -77,11 +78,22 @@ class EpochShuffleSampler(Sampler[int]):
         """The epoch's order over all ranks: a permutation of ``range(num_samples)``."""
         return torch.randperm(self.num_samples, generator=generator).tolist()
 
-    def __iter__(self) -> Iterator[int]:
+    def draws(self) -> list[tuple[int, int]]:
+        """This rank's (index, repeat) pairs of the epoch: ``repeat`` counts the earlier draws of the
+        same index in the whole (padded) epoch order, over all ranks, so every draw is told apart
+        whatever the batch size, worker count or rank that reads it."""
         order = self.draw(torch.Generator().manual_seed(stream_seed(self.seed, self.epoch)))
         total = len(self) * self.world_size
         order += (order * (total // max(len(order), 1) + 1))[: total - len(order)]
-        return iter(order[self.rank : total : self.world_size])
+        seen: Counter[int] = Counter()
+        numbered = []
+        for index in order:
+            numbered.append((index, seen[index]))
+            seen[index] += 1
+        return numbered[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return (index for index, _ in self.draws())
 
     def __len__(self) -> int:
         return -(-self.num_samples // self.world_size)
@@ -109,23 +121,31 @@ class ClassBalancedSampler(EpochShuffleSampler):
         return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
 
 
-class EpochTaggedSampler(Sampler[int]):
-    """Yields ``epoch * n + index`` for each index of ``sampler``: the worker process that reads a
-    training sample learns its epoch from the index itself (persistent workers hold their own
+class Draw(NamedTuple):
+    """One training draw: the dataset ``index`` drawn in ``epoch``, for the ``repeat``-th time that
+    epoch (0: the first). Its augmentation stream is keyed by all three (``base.SeededSamples``), so
+    repeats (``sampler=balanced`` draws with replacement; DDP padding wraps around) differ."""
+
+    epoch: int
+    index: int
+    repeat: int = 0
+
+
+class EpochTaggedSampler(Sampler[Draw]):
+    """Yields a ``Draw`` for each draw of ``sampler``: the worker process that reads a training
+    sample learns its epoch and repeat from the draw itself (persistent workers hold their own
     copy of the dataset and never see ``set_epoch``)."""
 
-    def __init__(self, sampler: EpochShuffleSampler, num_samples: int) -> None:
+    def __init__(self, sampler: EpochShuffleSampler) -> None:
         self.sampler = sampler
-        self.num_samples = num_samples
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.sampler.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[int]:
-        offset = self.epoch * self.num_samples
-        return (offset + index for index in self.sampler)
+    def __iter__(self) -> Iterator[Draw]:
+        return (Draw(self.epoch, index, repeat) for index, repeat in self.sampler.draws())
 
     def __len__(self) -> int:
         return len(self.sampler)
