@@ -5,6 +5,7 @@ every epoch leaves a line a log file can show."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -13,13 +14,18 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, ClassVar
 
+import lightning as L
 import pytest
 import torch
 from conftest import REPO, TINY
-from omegaconf import open_dict
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import Tensor
 
+from visionbench.callbacks.progress import EpochProgressLog, epochs_trained
 from visionbench.callbacks.throughput import TrainingThroughput
 from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.errors import ConfigError
@@ -95,24 +101,121 @@ def test_time_to_target_in_metrics_json_null_for_thresholds_never_reached(compos
     assert {metrics[f"{kind}_to/val/acc@1.01"] for kind in ("time", "epochs", "images")} == {None}  # accuracy never exceeds 1
 
 
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    with open_dict(cfg):
+        del cfg["hydra"]  # as @hydra.main hands it over: hydra.* lives in HydraConfig only
+    return train(cfg)
+
+
+# A few 48x64 frames of the built-in segmentation data, generated per test (the default set is 500 frames).
+SEG_TINY = [
+    "task=shapes_seg", "model=fcn", *TINY, "task.data.generator.num_train=8", "task.data.generator.num_val=2",
+    "task.data.generator.height=48", "task.data.generator.width=64", "task.data.crop=[32,64]", "task.data.batch_size=2",
+    "trainer.limit_val_batches=1", "test=false", "callbacks.figures=null", "callbacks.model_checkpoint=null",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_segmentation_time_to_target_is_the_validation_that_reached_it(compose_cfg, tmp_path: Path, epochs: int) -> None:
+    """``val/miou`` is computed in the task's own epoch-end hook, which Lightning runs after the callbacks':
+    the first validation (after epoch 1) reaches mIoU 0 and must be the one recorded, whatever the length."""
+    cfg = compose_cfg([*SEG_TINY, f"task.data.root={tmp_path / 'shapes_seg'}", f"trainer.max_epochs={epochs}", "task.targets=[0.0]"])
+    metrics = _train(cfg)
+    assert metrics["epochs_to/val/miou@0"] == 1.0
+    assert metrics["images_to/val/miou@0"] == 2 * 2  # limit_train_batches=2 of batch 2
+
+
 def test_time_to_target_keeps_the_first_pass_reaching_each_threshold_and_is_monotone() -> None:
     logged: dict[str, float] = {}
-    module = SimpleNamespace(log=lambda key, value, **_: logged.__setitem__(key, value))
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.update(metrics))
     callback = TimeToTarget("val/acc", "max", [0.9, 0.5, 0.8, 0.99])
     trainer = SimpleNamespace(
-        sanity_checking=False, state=SimpleNamespace(fn="fit"), num_training_batches=10, accumulate_grad_batches=1, world_size=2
-    )
-    callback.on_train_start(trainer, module)  # type: ignore[arg-type]
+        sanity_checking=False, state=SimpleNamespace(fn="fit"), num_training_batches=10, accumulate_grad_batches=1, world_size=2,
+        is_global_zero=True, loggers=[logger],
+    )  # fmt: skip
+    callback.on_train_start(trainer, None)  # type: ignore[arg-type]
     for epoch, score in enumerate([0.3, 0.6, 0.5, 0.95], start=1):
         for _ in range(10):
-            callback.on_train_batch_end(trainer, module, None, (None, [0] * 4), 0)  # type: ignore[arg-type]
+            callback.on_train_batch_end(trainer, None, None, (None, [0] * 4), 0)  # type: ignore[arg-type]
         trainer.global_step, trainer.current_epoch, trainer.callback_metrics = 10 * epoch, epoch, {"val/acc": score}
-        callback.on_validation_epoch_end(trainer, module)  # type: ignore[arg-type]
+        callback.on_validation_end(trainer, None)  # type: ignore[arg-type]
     results = callback.results()
     assert [results[f"epochs_to/val/acc@{t}"] for t in ("0.5", "0.8", "0.9", "0.99")] == [2.0, 4.0, 4.0, None]
     assert [results[f"images_to/val/acc@{t}"] for t in ("0.5", "0.8")] == [2 * 10 * 4 * 2, 4 * 10 * 4 * 2]  # both ranks' images
     times = [results[f"time_to/val/acc@{t}"] for t in ("0.5", "0.8", "0.9")]
     assert times == sorted(times) and logged["epochs_to/val/acc@0.5"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("batches", "accumulate", "steps", "epochs"),
+    [(5, 1, 10, 2.0), (5, 2, 6, 2.0), (5, 2, 4, 1 + 2 / 5), (6, 4, 3, 1 + 4 / 6), (6, 4, 2, 1.0)],
+)
+def test_epochs_trained_counts_the_short_last_accumulation_of_an_epoch_as_one_step(
+    batches: int, accumulate: int, steps: int, epochs: float
+) -> None:
+    """Lightning steps the optimizer at the last batch of an epoch even when fewer than
+    ``accumulate_grad_batches`` batches were accumulated: an epoch is ceil(batches / accumulate) steps."""
+    trainer = SimpleNamespace(num_training_batches=batches, accumulate_grad_batches=accumulate, global_step=steps)
+    assert epochs_trained(trainer) == pytest.approx(epochs, abs=1e-4)  # type: ignore[arg-type]
+
+
+def test_epochs_and_epochs_to_target_with_an_accumulation_that_does_not_divide_the_epoch(compose_cfg) -> None:
+    cfg = compose_cfg([
+        "task=shapes", "model=cnn", *TINY, "trainer.limit_train_batches=5", "+trainer.accumulate_grad_batches=2",
+        "trainer.max_epochs=2", "callbacks.figures=null", "task.targets=[0.0]", "test=false",
+    ])  # fmt: skip
+    metrics = _train(cfg)
+    assert metrics["steps"] == 6 and metrics["epochs"] == 2.0
+    assert metrics["epochs_to/val/acc@0"] == 1.0
+
+
+class StopDuringValidation(Callback):
+    """Sends this process SIGTERM at the first batch of the fit's first validation, and records the
+    weights the module held before that validation and the ones the validation scored."""
+
+    seen: ClassVar[dict[str, dict[str, Tensor]]] = {}
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.seen["trained"] = {k: v.clone() for k, v in pl_module.state_dict().items() if k.startswith("net.")}
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        if not trainer.sanity_checking:
+            self.seen["validated"] = {k: v.clone() for k, v in pl_module.state_dict().items() if k.startswith("net.")}
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning raises SIGTERMException before the next batch
+
+
+def test_an_interruption_during_ema_validation_checkpoints_the_average_as_weights_and_the_trained_ones_as_the_model(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """Validation runs on the averaged weights swapped into the module; the interruption checkpoint must
+    hold them as they are outside validation: the average in ``state_dict`` (what eval, predict and the
+    test read), the trained weights in ``current_model_state`` (what a resume trains on)."""
+    cfg = compose_cfg([
+        "task=shapes", "model=resnet_small", *TINY, "callbacks.figures=null", "ema_decay=0.5",
+        "+callbacks.stop._target_=test_run_ends.StopDuringValidation",
+    ])  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        _train(cfg)
+    assert stop.value.code == 128 + signal.SIGTERM
+    checkpoint = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", map_location="cpu", weights_only=True)
+    trained, validated = StopDuringValidation.seen["trained"], StopDuringValidation.seen["validated"]
+    assert any(not torch.equal(trained[k], validated[k]) for k in trained if trained[k].is_floating_point())
+    assert all(torch.equal(checkpoint["current_model_state"][k], trained[k]) for k in trained)
+    assert all(torch.equal(checkpoint["state_dict"][k], validated[k]) for k in validated)
+
+
+def test_wall_time_of_a_resumed_run_counts_the_processes_before_the_resume(compose_cfg, tmp_path: Path) -> None:
+    """The first process's seconds up to its last checkpoint travel in the checkpoint, as its epochs,
+    steps and time to target do; the resumed process adds its own."""
+    overrides = ["task=shapes", "model=cnn", *TINY, "callbacks.figures=null", "task.targets=[0.0]"]
+    first = _train(compose_cfg([*overrides, "test=false"]))
+    started = time.perf_counter()
+    resumed = _train(compose_cfg([*overrides, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"]))
+    this_process = time.perf_counter() - started
+    assert resumed["epochs"] == 2.0 and resumed["time_to/val/acc@0"] == first["time_to/val/acc@0"]
+    assert resumed["wall_time_s"] > this_process + first["time_to/val/acc@0"]  # fit time of process 1 up to its first validation
 
 
 def test_ema_weights_are_the_ones_checkpointed_and_tested(compose_cfg, tmp_path: Path) -> None:
@@ -139,6 +242,26 @@ def test_training_throughput_does_not_count_a_mid_epoch_validation_as_training_t
             callback.on_validation_end(None, module)  # type: ignore[arg-type]
         callback.on_train_batch_end(None, module, None, batch, step)  # type: ignore[arg-type]
     assert callback._images / callback._seconds == 4.0  # 3 one-second gaps of 4 images; not the 98 s validation
+
+
+def test_progress_line_images_per_second_leave_out_a_mid_epoch_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``perf/train_images_per_s``: 2 batches of 4 images, a 98 s validation, 2 more batches, one second each."""
+    now = [0.0]
+    monkeypatch.setattr("visionbench.callbacks.progress.time.perf_counter", lambda: now[0])
+    callback = EpochProgressLog("val/acc")
+    trainer = SimpleNamespace(
+        sanity_checking=False, world_size=1, callback_metrics={}, max_epochs=1, current_epoch=0, max_steps=-1, callbacks=[]
+    )
+    batch = (torch.zeros(4, 3, 8, 8), torch.zeros(4))
+    callback.on_train_start(trainer, None)  # type: ignore[arg-type]
+    for step in range(4):
+        if step == 2:
+            callback.on_validation_start(trainer, None)  # type: ignore[arg-type]
+            now[0] += 98.0
+            callback.on_validation_end(trainer, None)  # type: ignore[arg-type]
+        now[0] += 1.0
+        callback.on_train_batch_end(trainer, None, None, batch, step)  # type: ignore[arg-type]
+    assert "| 4.0 img/s |" in callback.line(trainer)  # type: ignore[arg-type]
 
 
 def test_targets_that_are_not_numbers_are_one_paragraph_naming_the_key() -> None:

@@ -28,6 +28,7 @@ from torch.utils.tensorboard.summary import hparams
 from visionbench.callbacks.interrupt import INTERRUPTED_CHECKPOINT
 from visionbench.callbacks.progress import epochs_trained
 from visionbench.callbacks.time_to_target import TimeToTarget
+from visionbench.callbacks.wall_clock import WallClock
 from visionbench.checkpoint import load_checkpoint
 from visionbench.config_checks import check_numeric_knobs
 from visionbench.data.atomic import write_text_atomic
@@ -142,9 +143,10 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_trainer(cfg: DictConfig, *extra: Callback) -> L.Trainer:
+    """The trainer of the config's callbacks and loggers, with ``extra`` callbacks (e.g. a ``WallClock``)."""
     callbacks: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks.append(EpochSeed(cfg.seed))
+    callbacks += [*extra, EpochSeed(cfg.seed)]
     if cfg.get("ema_decay") is not None:
         # Validation sees the averaged weights, checkpoints hold them, so the test scores them too.
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
@@ -287,7 +289,7 @@ def resume_command(checkpoint: Path, run_dir: Path) -> str:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; write ``metrics.json`` into the run folder."""
-    start = time.perf_counter()
+    clock = WallClock(start=time.perf_counter())
     tidy_lightning_output()
     check_numeric_knobs(cfg)
     check_model_task(cfg.model, cfg.task)  # before any data is generated or read
@@ -296,7 +298,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, clock)
     out_dir = Path(cfg.paths.output_dir)
     monitor = cfg.task.monitor
     log_hyperparams(trainer, run_params(cfg, datamodule), [f"{monitor}_best", f"test/{monitor.split('/', 1)[1]}"])
@@ -312,12 +314,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
         metrics.update(_scalars(trainer.callback_metrics))
-        metrics.update(run_extent(trainer, task, start))
+        metrics.update(run_extent(trainer, task, clock))
         raise interrupted_exit(cfg, trainer, stop, metrics) from None
-    metrics.update(run_extent(trainer, task, start))
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]
-        if isinstance(callback, TimeToTarget):
-            metrics.update(callback.results())  # null for a threshold never reached
+    metrics.update(run_extent(trainer, task, clock))
     if trainer.is_global_zero:
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         log.info("Run folder: %s", out_dir)
@@ -342,14 +341,19 @@ def weights_to_test(trainer: L.Trainer, trained: bool, validated: bool) -> str |
     return None
 
 
-def run_extent(trainer: L.Trainer, task: VisionTask, start: float) -> dict[str, float]:
-    """How far the run got: parameters trained, seconds, epochs and optimizer steps."""
-    return {
+def run_extent(trainer: L.Trainer, task: VisionTask, clock: WallClock) -> dict[str, float | None]:
+    """How far the run got, over every process that trained it (resume): parameters trained, seconds,
+    epochs, optimizer steps, and the time to each target (null for a threshold never reached)."""
+    extent: dict[str, float | None] = {
         "params": count_parameters(task.net),
-        "wall_time_s": time.perf_counter() - start,
+        "wall_time_s": clock.elapsed(),
         "epochs": epochs_trained(trainer),
         "steps": trainer.global_step,
     }
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, TimeToTarget):
+            extent.update(callback.results())
+    return extent
 
 
 def optimized_value(metrics: dict[str, float], key: str | None) -> float | None:

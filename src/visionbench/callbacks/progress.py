@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import time
 from typing import Any
 
@@ -19,13 +20,24 @@ from lightning.pytorch.callbacks import Callback, Timer
 log = logging.getLogger(__name__)
 
 
+def steps_per_epoch(batches: int, accumulate: int) -> int:
+    """Optimizer steps in an epoch of ``batches``: Lightning also steps at an epoch's last batch when
+    fewer than ``accumulate`` batches were accumulated, so the epoch is ceil(batches / accumulate)."""
+    return math.ceil(batches / accumulate)
+
+
 def epochs_trained(trainer: L.Trainer) -> float:
     """Epochs of training the weights have seen, fractional when the last one was cut short
-    (max_steps, max_time, a signal): Lightning's epoch counter counts a cut epoch as a whole one."""
+    (max_steps, max_time, a signal): Lightning's epoch counter counts a cut epoch as a whole one.
+
+    Whole epochs are counted in optimizer steps (``steps_per_epoch``), the part epoch in the batches
+    its steps consumed, so 5 batches accumulated by 2 make 3 steps an epoch and 6 steps 2.0 epochs.
+    """
     batches = trainer.num_training_batches
     if not trainer.global_step or not isinstance(batches, int) or batches <= 0:
         return float(trainer.fit_loop.epoch_progress.current.completed)
-    return round(trainer.global_step * trainer.accumulate_grad_batches / batches, 4)
+    whole, steps = divmod(trainer.global_step, steps_per_epoch(batches, trainer.accumulate_grad_batches))
+    return round(whole + steps * trainer.accumulate_grad_batches / batches, 4)
 
 
 def clock(seconds: float) -> str:
@@ -38,7 +50,7 @@ class EpochProgressLog(Callback):
     def __init__(self, monitor: str) -> None:
         self.monitor = monitor
         self._fit_start = 0.0
-        self._epoch_start = 0.0
+        self._mark = 0.0  # the end of the last batch or validation: the next batch's time runs from here
         self._train_time = 0.0
         self._images = 0
         self._epochs_run = 0
@@ -50,14 +62,19 @@ class EpochProgressLog(Callback):
         self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch gets no epoch start
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._mark = time.perf_counter()
         self._train_time, self._images, self._validated = 0.0, 0, False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
         self._images += len(batch[1]) * trainer.world_size
-        self._train_time = time.perf_counter() - self._epoch_start  # up to the last step: validation excluded
+        self._train_time += now - self._mark
+        self._mark = now
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A validation (mid-epoch with ``trainer.val_check_interval``) is not training time, as for
+        ``perf/train_images_per_s``: the next batch's time starts after it."""
+        self._mark = time.perf_counter()
         self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -92,9 +109,9 @@ class EpochProgressLog(Callback):
         remaining = []
         if trainer.max_epochs and trainer.max_epochs > 0:
             remaining.append(per_epoch * max(trainer.max_epochs - trainer.current_epoch - 1, 0))
-        if trainer.max_steps > 0 and trainer.num_training_batches:
-            steps_per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
-            remaining.append(per_epoch * max(trainer.max_steps - trainer.global_step, 0) / steps_per_epoch)
+        if trainer.max_steps > 0 and isinstance(trainer.num_training_batches, int) and trainer.num_training_batches > 0:
+            steps = steps_per_epoch(trainer.num_training_batches, trainer.accumulate_grad_batches)
+            remaining.append(per_epoch * max(trainer.max_steps - trainer.global_step, 0) / steps)
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
         if timer is not None and timer.time_remaining() is not None:
             remaining.append(max(timer.time_remaining(), 0.0))

@@ -47,7 +47,12 @@ class TimeToTarget(Callback):
         """Seconds of fit so far, this process's and those before a resume."""
         return self.elapsed_before + (time.perf_counter() - self._fit_start if self._fit_start else 0.0)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Read at validation end, as ``ModelCheckpoint`` reads its monitor: a task may compute the
+        monitored value in its own ``on_validation_epoch_end`` (segmentation's ``val/miou``), which
+        Lightning runs after the callbacks' epoch-end hooks, so reading there would see the previous
+        pass. Lightning allows no ``self.log`` here; the record goes to the loggers directly, one
+        point at the step it was reached."""
         value = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or trainer.state.fn != "fit" or value is None:
             return
@@ -56,8 +61,10 @@ class TimeToTarget(Callback):
             hit = float(value) >= threshold if self.mode == "max" else float(value) <= threshold
             if hit and threshold not in self.reached:
                 self.reached[threshold] = {"time": self.elapsed(), "epochs": epochs, "images": float(self.images)}
-                for kind, number in self.reached[threshold].items():  # one point, at the step it was reached
-                    pl_module.log(target_key(kind, self.monitor, threshold), number, rank_zero_only=True)
+                if trainer.is_global_zero:
+                    record = {target_key(kind, self.monitor, threshold): n for kind, n in self.reached[threshold].items()}
+                    for logger in trainer.loggers:
+                        logger.log_metrics(record, step=trainer.global_step)
 
     def results(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
