@@ -238,3 +238,16 @@ def test_time_to_target_columns_say_how_many_seeds_reached_a_threshold_instead_o
         (run / "metrics.json").write_text(json.dumps({"test/acc": 0.5, "time_to/val/acc@0.5": seconds, "time_to/val/acc@0.9": None}))
     text = markdown(build_report(tmp_path))
     assert "150 ± 42 (2/3 reached)" in text and "not reached" in text
+
+
+@pytest.mark.parametrize(
+    ("epochs", "cell"),
+    [([7.63], "| 7.63 |"), ([2.4, 2.6], "| 2.50 ± 0.14 |"), ([3.0, 3.0], "| 3.00 |"), ([0.6], "| 0.60 |")],
+)
+def test_fractional_epochs_are_shown_as_trained_not_rounded_to_whole_epochs(tmp_path: Path, epochs: list[float], cell: str) -> None:
+    """``trainer.max_time``, budget and ``max_steps`` runs end inside an epoch: 7.63 is not 8, and 2.4 and 2.6 differ."""
+    config = {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}}
+    for seed, value in enumerate(epochs, start=1):
+        _fake_run(tmp_path / str(seed), [f"seed={seed}"], {**config, "seed": seed}, {"test/acc": 0.5, "epochs": value})
+    row = markdown(build_report(tmp_path)).rstrip().splitlines()[-1]  # | seeds | test/acc | epochs |
+    assert row.endswith(cell), row

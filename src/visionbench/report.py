@@ -152,12 +152,13 @@ class Stat:
         std = statistics.stdev(present) if len(present) > 1 else None
         return cls(statistics.fmean(present), std, len(values) - len(present), len(values))
 
-    def format(self, digits: int) -> str:
-        """``mean ± std``; counts (``digits == 0``) that agree across seeds show no ``± 0``."""
+    def format(self, digits: int, count: bool = False) -> str:
+        """``mean ± std``; a ``count`` (parameters, epochs, seconds to a target) that agrees across
+        seeds shows no ``± 0``."""
         if math.isnan(self.mean):
             return "not reached"
         text = f"{self.mean:.{digits}f}"
-        text = text if self.std is None or (digits == 0 and self.std == 0) else f"{text} ± {self.std:.{digits}f}"
+        text = text if self.std is None or (count and self.std == 0) else f"{text} ± {self.std:.{digits}f}"
         return f"{text} ({self.runs - self.missing}/{self.runs} reached)" if self.missing else text
 
 
@@ -297,8 +298,15 @@ def build_report(root: Path) -> Report:
     return Report(root, [_table(task, by_task[task]) for task in sorted(by_task)], _best_trial(root), notes)
 
 
+def _is_count(metric: str) -> bool:
+    return metric in ("params", "epochs") or metric.startswith(TIME_TO)
+
+
 def _digits(metric: str) -> int:
-    return 0 if metric in ("params", "epochs") or metric.startswith(TIME_TO) else 1 if metric == "wall_time_s" else 4
+    """Epochs to 2 decimals: ``trainer.max_time``, budget and ``max_steps`` runs end inside an epoch."""
+    if metric == "epochs":
+        return 2
+    return 0 if _is_count(metric) else 1 if metric == "wall_time_s" else 4
 
 
 def write_csv(table: Table, path: Path) -> None:
@@ -327,7 +335,7 @@ def _table_markdown(table: Table) -> list[str]:
         cells = [
             *(short(v) for v in row.settings.values()),
             row.seeds_cell,
-            *(row.stats[m].format(_digits(m)) if m in row.stats else "" for m in table.metrics),
+            *(row.stats[m].format(_digits(m), _is_count(m)) if m in row.stats else "" for m in table.metrics),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
