@@ -97,6 +97,44 @@ def test_without_test_folder_the_val_images_are_the_test_split_with_a_warning(co
     assert "test/ numbers are validation numbers" in caplog.text
 
 
+def test_a_test_folder_added_after_a_first_run_becomes_the_test_split(compose_cfg, tmp_path: Path, caplog) -> None:
+    root = make_presplit(tmp_path / "data", splits=("train", "val"))
+    folder_datamodule(compose_cfg, root).prepare_data()
+    for c, label in enumerate(SIZES):
+        write_images(root / "test" / label, 2, 90 + c)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        dm = folder_datamodule(compose_cfg, root)
+        dm.prepare_data()
+    assert sorted(dm.items("test").paths) == sorted(p.relative_to(root).as_posix() for p in root.glob("test/*/*"))
+    assert "test/ numbers are validation numbers" not in caplog.text
+
+
+def test_the_val_as_test_warning_comes_with_every_run_that_reuses_the_manifest(compose_cfg, tmp_path: Path, caplog) -> None:
+    root = make_presplit(tmp_path / "data", splits=("train", "val"))
+    folder_datamodule(compose_cfg, root).prepare_data()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        folder_datamodule(compose_cfg, root).prepare_data()
+    assert "test/ numbers are validation numbers" in caplog.text
+
+
+@pytest.mark.parametrize("layout", ["given split", "made split"])
+def test_images_and_classes_added_after_a_first_run_are_in_the_split(compose_cfg, tmp_path: Path, layout: str) -> None:
+    given = layout == "given split"
+    root = make_presplit(tmp_path / "data") if given else make_class_folders(tmp_path / "data")
+    folder_datamodule(compose_cfg, root).prepare_data()
+    classes = root / "train" if given else root
+    Image.new("RGB", (10, 12), (200, 10, 10)).save(classes / "cat" / "img_new.png")
+    write_images(classes / "yak", 30, 77)  # a new class (30 images: enough for a made split's test_per_class)
+    dm = folder_datamodule(compose_cfg, root)
+    dm.prepare_data()
+    assert dm.class_names == ["cat", "dog", "owl", "yak"]
+    listed = {e.path for e in read_manifest(root)}
+    assert (classes / "cat" / "img_new.png").relative_to(root).as_posix() in listed
+    assert {p.relative_to(root).as_posix() for p in (classes / "yak").iterdir()} <= listed
+
+
 def test_a_class_without_training_images_is_an_error_naming_it(compose_cfg, tmp_path: Path) -> None:
     root = make_presplit(tmp_path / "data")
     write_images(root / "test" / "yak", 2, 99)

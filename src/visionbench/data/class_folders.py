@@ -1,6 +1,7 @@
 """The class-folder source (the Kaggle Simpsons layout, ``task=folder``, built-in ``shapes``): the
-split is made once into the manifest (``split.py``), then each split is listed from it as image
-paths with class indices, for the per-image path to decode or the uint8 cache to store."""
+split is made into the manifest (``split.py``; remade only when the spec or the listed files
+change), then each split is listed from it as image paths with class indices, for the per-image
+path to decode or the uint8 cache to store."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from visionbench.data.split import (
     build_split,
     manifest_is_current,
     read_manifest,
+    warn_if_tested_on_val,
     write_manifest,
 )
 from visionbench.errors import CorruptDataError, DataNotFoundError
@@ -97,10 +99,12 @@ class ClassFolders:
         self._entries: list[Entry] | None = None
 
     def prepare(self) -> None:
-        """Generate (built-in data only) and build the manifest once; later calls reuse it."""
+        """Generate (built-in data only) and build the manifest; later calls reuse it while the
+        spec and the listed files are unchanged."""
         with file_lock(self.root.parent / f".{self.root.name}.lock"):
             if self.generator is not None:
                 self.generator(self.root)
+            warn_if_tested_on_val(self.root, self.spec)
             if manifest_is_current(self.root, self.spec):
                 return
             result = build_split(self.root, self.spec)

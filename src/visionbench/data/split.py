@@ -3,7 +3,8 @@ or any ``<root>/<class>/<image>`` folder, or one already split into ``train/ val
 
 The split is a pure function of the files' names and contents and of ``SplitSpec``; it is
 written to a CSV manifest (path, class, split, sha1) so any number in a table can be traced
-back to the exact images it was computed on.
+back to the exact images it was computed on. The manifest's key is the spec and the listing (every
+candidate file's name, size and mtime): a split folder, class or image added later remakes it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from visionbench.data.atomic import write_text_atomic
+from visionbench.data.cache import files_digest
 from visionbench.data.readers import is_image_name, unreadable_reason
 from visionbench.errors import ConfigError, DataNotFoundError
 
@@ -58,6 +60,7 @@ class SplitResult:
     entries: list[Entry]
     excluded: list[tuple[str, str]]  # (path, reason)
     dropped_classes: dict[str, int]  # class -> usable images, for classes under the threshold
+    listing: str  # ``Listing.digest`` of the files the split was made from, taken before they were read
 
 
 def find_class_dir(root: Path) -> Path:
@@ -114,15 +117,54 @@ def _kaggle_test_label(name: str) -> str:
 Usable = dict[str, list[tuple[str, str]]]  # class -> [(path, sha1)], in name order
 
 
-def scan(root: Path, spec: SplitSpec) -> tuple[dict[str, Usable], list[tuple[str, str]], list[tuple[str, str, str]]]:
-    """Read every candidate file once: usable (path, sha1) per given split folder and class (the
-    one key ``""`` when the split is to be made), excluded (path, reason), and the Kaggle test
-    files (path, sha1, label) when ``spec.test_source == "kaggle"``."""
-    class_dir = find_class_dir(root)
-    sources = given_split_folders(root, spec) or {"": class_dir}
+@dataclass
+class Listing:
+    """The files a split is made from, as found on disk: per source (a given split folder, or ``""``
+    when the split is made) and class folder, in name order, and the Kaggle test files."""
+
+    sources: dict[str, dict[str, list[Path]]]
+    kaggle: list[Path]
+
+    def digest(self) -> str:
+        """Names, sizes and mtimes of every listed file: the manifest's key, as a cache's (no reads)."""
+        files = [path for classes in self.sources.values() for listed in classes.values() for path in listed]
+        return files_digest(files + self.kaggle)
+
+
+def list_files(root: Path, spec: SplitSpec) -> Listing:
+    """Every candidate file of the split folders (or the class folders) and, with
+    ``spec.test_source == "kaggle"``, of the Kaggle test folder."""
+    sources = given_split_folders(root, spec) or {"": find_class_dir(root)}
+    listed: dict[str, dict[str, list[Path]]] = {}
+    for split, source in sources.items():
+        folders = _class_folders(source)
+        if not folders:
+            raise DataNotFoundError(
+                f"No class folders found in '{source}'. Expected one folder per class with images inside "
+                f"(e.g. '{source}/homer_simpson/pic_0000.jpg'). Re-extract the Kaggle archive or run "
+                "`python src/prepare.py task=simpsons source=...`; for your own data, check task.data.root."
+            )
+        listed[split] = {folder.name: sorted(p for p in folder.iterdir() if p.is_file()) for folder in folders}
+    kaggle: list[Path] = []
+    if spec.test_source == "kaggle":
+        test_dir = root / KAGGLE_TEST_DIR
+        if (test_dir / KAGGLE_TEST_DIR).is_dir():
+            test_dir = test_dir / KAGGLE_TEST_DIR
+        if not test_dir.is_dir():
+            raise DataNotFoundError(
+                f"task.data.split.test_source=kaggle but '{root / KAGGLE_TEST_DIR}' does not exist. Extract the "
+                "Kaggle test set there, or use test_source=holdout (the last images of each class)."
+            )
+        kaggle = sorted(p for p in test_dir.iterdir() if p.is_file() and is_image_name(p))
+    return Listing(listed, kaggle)
+
+
+def scan(listing: Listing, root: Path) -> tuple[dict[str, Usable], list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Read every listed file once: usable (path, sha1) per given split folder and class (the one
+    key ``""`` when the split is to be made), excluded (path, reason), and the Kaggle test files
+    (path, sha1, label)."""
     excluded: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
-    usable: dict[str, Usable] = {split: {} for split in sources}
 
     def admit(path: Path) -> str | None:
         rel = path.relative_to(root).as_posix()
@@ -137,35 +179,16 @@ def scan(root: Path, spec: SplitSpec) -> tuple[dict[str, Usable], list[tuple[str
         seen[digest] = rel
         return digest
 
-    for split, source in sources.items():
-        folders = _class_folders(source)
-        if not folders:
-            raise DataNotFoundError(
-                f"No class folders found in '{source}'. Expected one folder per class with images inside "
-                f"(e.g. '{source}/homer_simpson/pic_0000.jpg'). Re-extract the Kaggle archive or run "
-                "`python src/prepare.py task=simpsons source=...`; for your own data, check task.data.root."
-            )
-        for folder in folders:
-            files = sorted(p for p in folder.iterdir() if p.is_file())
+    usable: dict[str, Usable] = {split: {} for split in listing.sources}
+    for split, classes in listing.sources.items():
+        for label, files in classes.items():
             for f in files:
                 if not is_image_name(f):
                     excluded.append((f.relative_to(root).as_posix(), "not an image file name"))
-            usable[split][folder.name] = [
+            usable[split][label] = [
                 (f.relative_to(root).as_posix(), d) for f in files if is_image_name(f) and (d := admit(f)) is not None
             ]
-    kaggle: list[tuple[str, str, str]] = []
-    if spec.test_source == "kaggle":
-        test_dir = root / KAGGLE_TEST_DIR
-        if (test_dir / KAGGLE_TEST_DIR).is_dir():
-            test_dir = test_dir / KAGGLE_TEST_DIR
-        if not test_dir.is_dir():
-            raise DataNotFoundError(
-                f"task.data.split.test_source=kaggle but '{root / KAGGLE_TEST_DIR}' does not exist. Extract the "
-                "Kaggle test set there, or use test_source=holdout (the last images of each class)."
-            )
-        for f in sorted(p for p in test_dir.iterdir() if p.is_file() and is_image_name(p)):
-            if (d := admit(f)) is not None:
-                kaggle.append((f.relative_to(root).as_posix(), d, _kaggle_test_label(f.name)))
+    kaggle = [(f.relative_to(root).as_posix(), d, _kaggle_test_label(f.name)) for f in listing.kaggle if (d := admit(f)) is not None]
     return usable, excluded, kaggle
 
 
@@ -178,9 +201,10 @@ def build_split(root: Path, spec: SplitSpec) -> SplitResult:
     class (or the Kaggle test folder); the rest is split per class with a seeded permutation.
     A dataset with its own split folders keeps it (``keep_given_split``).
     """
-    scanned, excluded, kaggle = scan(root, spec)
+    listing = list_files(root, spec)
+    scanned, excluded, kaggle = scan(listing, root)
     if "" not in scanned:
-        return keep_given_split(root, scanned, excluded, spec)
+        return keep_given_split(root, scanned, excluded, spec, listing.digest())
     usable = scanned[""]
     kept = {c: files for c, files in usable.items() if len(files) > spec.min_images}
     dropped = {c: len(files) for c, files in usable.items() if c not in kept}
@@ -209,10 +233,12 @@ def build_split(root: Path, spec: SplitSpec) -> SplitResult:
             entries.append(Entry(path, label, "test", digest))
         else:
             excluded.append((path, f"class '{label}' is not among the kept classes"))
-    return SplitResult(entries, excluded, dropped)
+    return SplitResult(entries, excluded, dropped, listing.digest())
 
 
-def keep_given_split(root: Path, scanned: dict[str, Usable], excluded: list[tuple[str, str]], spec: SplitSpec) -> SplitResult:
+def keep_given_split(
+    root: Path, scanned: dict[str, Usable], excluded: list[tuple[str, str]], spec: SplitSpec, listing: str
+) -> SplitResult:
     """Every usable file in the split its folder names: the classes are the union over the split
     folders (minus those with ``min_images`` or fewer usable images in all), each of which must
     have training images. Without ``test/``, the validation files are also the test split."""
@@ -228,17 +254,24 @@ def keep_given_split(root: Path, scanned: dict[str, Usable], excluded: list[tupl
             f"'{root}/train/<class>/', or remove them from val/ and test/."
         )
     if "test" not in scanned:
+        scanned = {**scanned, "test": scanned["val"]}
+    entries = [Entry(p, label, split, d) for label in kept for split in SPLITS for p, d in scanned[split].get(label, [])]
+    return SplitResult(entries, excluded, {c: n for c, n in totals.items() if c not in kept}, listing)
+
+
+def warn_if_tested_on_val(root: Path, spec: SplitSpec) -> None:
+    """Every run on given split folders without ``test/`` says that its test numbers are validation numbers."""
+    folders = given_split_folders(root, spec)
+    if folders and "test" not in folders:
         log.warning(
             "'%s' has no test/ folder: the val/ images are the test split too, so test/ numbers are validation "
             "numbers (the checkpoint they score was chosen on them). Add a test/ folder for an unbiased test.", root,
         )  # fmt: skip
-        scanned = {**scanned, "test": scanned["val"]}
-    entries = [Entry(p, label, split, d) for label in kept for split in SPLITS for p, d in scanned[split].get(label, [])]
-    return SplitResult(entries, excluded, {c: n for c, n in totals.items() if c not in kept})
 
 
 def write_manifest(root: Path, result: SplitResult, spec: SplitSpec) -> None:
-    """Write ``excluded.csv``, ``manifest.csv`` and ``split_spec.json``, each atomically.
+    """Write ``excluded.csv``, ``manifest.csv`` and ``split_spec.json`` (the spec and the listing's
+    digest: the manifest's key), each atomically.
 
     The spec is the commit marker: it is removed first and written last, so a rewrite that
     fails half-way never leaves an old manifest beside a new spec that would vouch for it.
@@ -255,7 +288,7 @@ def write_manifest(root: Path, result: SplitResult, spec: SplitSpec) -> None:
     w.writerow(["path", "class", "split", "sha1"])
     w.writerows((e.path, e.label, e.split, e.sha1) for e in result.entries)
     write_text_atomic(root / MANIFEST, out.getvalue())
-    write_text_atomic(spec_file, json.dumps(asdict(spec), indent=2, sort_keys=True))
+    write_text_atomic(spec_file, json.dumps(_key(spec, result.listing), indent=2, sort_keys=True))
 
 
 def read_manifest(root: Path) -> list[Entry]:
@@ -263,11 +296,17 @@ def read_manifest(root: Path) -> list[Entry]:
         return [Entry(r["path"], r["class"], r["split"], r["sha1"]) for r in csv.DictReader(f)]
 
 
+def _key(spec: SplitSpec, listing: str) -> dict[str, object]:
+    return {**asdict(spec), "listing": listing}
+
+
 def manifest_is_current(root: Path, spec: SplitSpec) -> bool:
+    """The manifest was made with ``spec`` from the files listed now (names, sizes, mtimes): a
+    folder, class or image added, removed or replaced since makes it stale."""
     spec_file = root / "split_spec.json"
     if not (root / MANIFEST).is_file() or not spec_file.is_file():
         return False
-    return json.loads(spec_file.read_text()) == asdict(spec)
+    return json.loads(spec_file.read_text()) == _key(spec, list_files(root, spec).digest())
 
 
 def count_table(entries: list[Entry]) -> list[tuple[str, int, int, int]]:
