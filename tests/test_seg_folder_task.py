@@ -4,6 +4,7 @@ VOC's listing unchanged; tiny generated fixtures in each real layout."""
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from pathlib import Path
 
@@ -230,3 +231,41 @@ def test_seg_folder_task_reads_the_folders_layout_with_the_given_classes(compose
     dm.prepare_data()
     dm.setup("fit")
     assert (dm.num_classes, len(dm.datasets["train"]), len(dm.datasets["val"])) == (2, 3, 1)
+
+
+def seg_folder_datamodule(compose_cfg, root: Path, *overrides: str) -> VOCSegmentationDataModule:
+    cfg = compose_cfg(["task=seg_folder", f"task.data.root={root}", "task.data.class_names=[background,road]", *overrides])
+    dm = instantiate(cfg.task.data)
+    dm.prepare_data()
+    return dm
+
+
+def add_test_split(root: Path) -> list[Path]:
+    mask = np.zeros((36, 52), np.uint8)
+    for name in ("road_t1", "road_t2"):
+        write_image(root / "images" / "test" / f"{name}.jpg")
+        write_mask(root / "masks" / "test" / f"{name}.png", mask)
+    return sorted((root / "images" / "test").iterdir())
+
+
+def test_seg_folder_tests_on_the_datasets_test_split_when_it_has_one(compose_cfg, folders_root: Path, caplog) -> None:
+    test_images = add_test_split(folders_root)
+    with caplog.at_level(logging.WARNING):
+        dm = seg_folder_datamodule(compose_cfg, folders_root)
+    assert [image for image, _ in dm.items("test").pairs] == test_images
+    assert "validation numbers" not in caplog.text
+
+
+def test_seg_folder_without_a_test_split_tests_on_val_with_a_warning(compose_cfg, folders_root: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        dm = seg_folder_datamodule(compose_cfg, folders_root)
+    assert dm.items("test").pairs == dm.items("val").pairs
+    assert "has no test split" in caplog.text and "test/ numbers are validation numbers" in caplog.text
+
+
+def test_testing_on_val_beside_an_unused_test_split_is_said(compose_cfg, folders_root: Path, caplog) -> None:
+    add_test_split(folders_root)
+    with caplog.at_level(logging.WARNING):
+        dm = seg_folder_datamodule(compose_cfg, folders_root, "task.data.test_split=val")
+    assert dm.items("test").pairs == dm.items("val").pairs  # as asked
+    assert "task.data.test_split=val" in caplog.text and "task.data.test_split=test" in caplog.text

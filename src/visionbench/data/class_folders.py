@@ -97,6 +97,7 @@ class ClassFolders:
         self.spec = spec
         self.generator = generator
         self._entries: list[Entry] | None = None
+        self.warned = False  # prepare runs more than once per run (fit, test)
 
     def prepare(self) -> None:
         """Generate (built-in data only) and build the manifest; later calls reuse it while the
@@ -104,7 +105,9 @@ class ClassFolders:
         with file_lock(self.root.parent / f".{self.root.name}.lock"):
             if self.generator is not None:
                 self.generator(self.root)
-            warn_if_tested_on_val(self.root, self.spec)
+            if not self.warned:
+                warn_if_tested_on_val(self.root, self.spec)
+                self.warned = True
             if manifest_is_current(self.root, self.spec):
                 return
             result = build_split(self.root, self.spec)

@@ -121,11 +121,19 @@ def _missing_split_dir(root: Path, split: str, layout: str, expected: str) -> Da
     )
 
 
-def folder_pairs(root: Path, split: str) -> list[Pair]:
-    """``<root>/images/<split>/`` + ``<root>/masks/<split>/``, or ``<root>/<split>/{images,masks}/``."""
+def _folder_dirs(root: Path, split: str) -> tuple[Path, Path] | None:
+    """(images, masks) folders of ``split`` in the folders layout, or None when it has none."""
     for image_dir, mask_dir in ((root / "images" / split, root / "masks" / split), (root / split / "images", root / split / "masks")):
         if image_dir.is_dir() and mask_dir.is_dir():
-            return _pairs_by_stem(image_dir, mask_dir, split, "folders")
+            return image_dir, mask_dir
+    return None
+
+
+def folder_pairs(root: Path, split: str) -> list[Pair]:
+    """``<root>/images/<split>/`` + ``<root>/masks/<split>/``, or ``<root>/<split>/{images,masks}/``."""
+    dirs = _folder_dirs(root, split)
+    if dirs is not None:
+        return _pairs_by_stem(*dirs, split, "folders")
     expected = f"'{root}/images/{split}/' with '{root}/masks/{split}/' (or '{root}/{split}/images|masks/')"
     raise _missing_split_dir(root, split, "folders", expected)
 
@@ -144,6 +152,15 @@ LAYOUTS: dict[str, Callable[[Path, str], list[Pair]]] = {"voc": voc_pairs, "fold
 def split_pairs(root: Path, split: str, layout: str = "voc") -> list[Pair]:
     """The (image, mask) pairs of ``split`` of the dataset at ``root`` in ``layout`` (``LAYOUTS``)."""
     return LAYOUTS[layout](root, split)
+
+
+def has_split(root: Path, split: str, layout: str) -> bool:
+    """Whether the dataset holds ``split`` at all (its list file, or its image and mask folders)."""
+    if layout == "voc":
+        return (root / VOC_DIR / SPLITS_DIR / f"{split}.txt").is_file()
+    if layout == "camvid":
+        return (root / split).is_dir() and (root / f"{split}annot").is_dir()
+    return _folder_dirs(root, split) is not None
 
 
 
@@ -207,6 +224,9 @@ class PairLayout:
 
     def split(self, name: str) -> ImageMaskPairs:
         return ImageMaskPairs(split_pairs(self.root, name, self.layout), self.num_classes, name, self.ignore_index)
+
+    def has_split(self, name: str) -> bool:
+        return has_split(self.root, name, self.layout)
 
     def prepare(self, splits: list[str], validate: bool) -> None:
         """Generate (built-in data only), check the layout of ``splits`` and, with ``validate``, every file."""

@@ -33,8 +33,10 @@ class VOCSegmentationDataModule(VisionDataModule):
 
     Training uses random crops (padded when the image is smaller, never dropped); validation
     and test use full images, batched by ``pad_collate``. VOC publishes no test labels, so the
-    configs set ``test_split: val``. ``ignore_index`` is the masks' void value on disk; it is
-    read as 255 (``readers.load_mask``).
+    configs set ``test_split: val``; ``test_split=None`` (``task=seg_folder``) tests on the dataset's
+    ``test`` split when it has one, else on the val split. Testing on the val split is said in
+    the log unless the config names val and the dataset has no test split (VOC's protocol).
+    ``ignore_index`` is the masks' void value on disk; it is read as 255 (``readers.load_mask``).
     """
 
     def __init__(
@@ -42,7 +44,7 @@ class VOCSegmentationDataModule(VisionDataModule):
         root: str | Path,
         train_split: str = "train",
         val_split: str = "val",
-        test_split: str = "val",
+        test_split: str | None = "val",
         crop: tuple[int, int] = (320, 480),
         augment: dict[str, Any] | None = None,
         size_divisor: int = 32,
@@ -58,7 +60,7 @@ class VOCSegmentationDataModule(VisionDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, seed, pipeline=pipeline)
         self.root = Path(root)
-        self.splits = dict(zip(STAGES, (train_split, val_split, test_split)))
+        self.splits: dict[str, str | None] = dict(zip(STAGES, (train_split, val_split, test_split)))
         self.crop = (int(crop[0]), int(crop[1]))
         self.augment = SegAugment(**(augment or {}))
         self.size_divisor = size_divisor
@@ -77,12 +79,42 @@ class VOCSegmentationDataModule(VisionDataModule):
                 f"{self.num_classes}..255 for the {self.num_classes} classes of task.data.class_names."
             )
         self.source = PairLayout(self.root, layout, self.num_classes, ignore_index, generator)
+        self.warned = False  # prepare_data runs more than once per run (fit, test)
 
     def prepare_data(self) -> None:
-        self.source.prepare(list(self.splits.values()), self.validate)
+        self.source.prepare([self.split_name(stage) for stage in STAGES], self.validate)
+        if not self.warned:
+            self.warn_if_tested_on_val()
+            self.warned = True
+
+    def split_name(self, stage: str) -> str:
+        """The dataset split ``stage`` reads; ``test_split=None``: ``test`` when the dataset has it, else val."""
+        name = self.splits[stage]
+        if name is None:
+            return "test" if self.source.has_split("test") else str(self.splits["val"])
+        return name
+
+    def warn_if_tested_on_val(self) -> None:
+        """Test numbers on the val split are validation numbers (the checkpoint they score was chosen on them)."""
+        val = self.split_name("val")
+        if self.split_name("test") != val:
+            return
+        consequence = "so test/ numbers are validation numbers (the checkpoint they score was chosen on them)"
+        if self.splits["test"] is None:
+            log.warning(
+                "'%s' has no test split: the val split '%s' is the test split too, %s. Add a test split "
+                "(for task.data.layout=%s, as the train and val splits are laid out) for an unbiased test.",
+                self.root, val, consequence, self.source.layout,
+            )  # fmt: skip
+        elif self.source.has_split("test"):
+            log.warning(
+                "'%s' has a test split, but task.data.test_split=%s tests on the val split, %s. "
+                "Set task.data.test_split=test to test on it.",
+                self.root, val, consequence,
+            )  # fmt: skip
 
     def items(self, stage: str) -> ImageMaskPairs:
-        return self.source.split(self.splits[stage])
+        return self.source.split(self.split_name(stage))
 
     def sample_transform(self, stage: str) -> Callable[[Any, Any], tuple[Any, Any]]:
         return train_transform(self.crop, self.augment) if stage == "train" else eval_transform()
@@ -98,7 +130,7 @@ class VOCSegmentationDataModule(VisionDataModule):
         if overlap:
             log.warning(
                 "%d image(s) of train split '%s' are also in val split '%s': validation numbers are optimistic.",
-                len(overlap), self.splits["train"], self.splits["val"],
+                len(overlap), self.split_name("train"), self.split_name("val"),
             )  # fmt: skip
 
     def collate_fn(self, split: str) -> Callable[[Any], Any]:
