@@ -1,23 +1,30 @@
 """One augmentation description, two pipelines: the per-image (pil) path and the cached path's
 batches must train on the same distribution, i.e. give the same sample for the same sampled
-parameters, up to interpolation and uint8 rounding."""
+parameters, up to interpolation and uint8 rounding; and for the same seed they draw the same
+parameters, so both pipelines hand the model the same training batch."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from torch import Tensor
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from visionbench.data.augment import Augment
+from visionbench.data.augment import Augment, SampleStreams
 from visionbench.data.batch_augment import BatchTransform
+from visionbench.data.shapes import generate_shapes
 from visionbench.data.shapes_seg import generate_shapes_seg
+from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.transforms import augmentation, normalize
 from visionbench.data.voc import VOCSegmentationDataModule
 from visionbench.errors import ConfigError
+from visionbench.seeding import stream_seed
 
 FILLS = ("nearest", "constant", "reflect")
 WARP_ONLY = {"brightness": (1.0, 1.0), "hflip": 0.0}
@@ -127,6 +134,60 @@ def test_nearest_fill_repeats_the_edge_pixel_and_constant_fill_is_black(fill: st
         per_image_levels = per_image_warp(aug, framed(1)[0], sample(params.affine, i)).float()
         for column in (levels[i, :, :, uncovered], per_image_levels[:, :, uncovered]):
             assert (column - expected).abs().max().item() < 1, (i, column)
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), num_classes=3, per_class=8, image_size=40, log=lambda _: None)
+
+
+def classification_epoch(root: Path, pipeline: str, augment: dict) -> tuple[SimpsonsDataModule, list, Tensor, Tensor]:
+    """Epoch 1's draws and first training batch as the model receives it, trained on a CPU (where the
+    cached pipeline augments in the loader, each sample from its own stream)."""
+    dm = SimpsonsDataModule(
+        root, image_size=32, batch_size=8, num_workers=0, seed=3, pipeline=pipeline, augment=augment,
+        split={"min_images": 1, "test_per_class": 2},
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    progress = SimpleNamespace(epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=0)))
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=1, overfit_batches=0, fit_loop=progress, accelerator=CPUAccelerator())  # type: ignore[assignment]
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)  # type: ignore[attr-defined]
+    images, labels = next(iter(loader))
+    return dm, list(loader.sampler)[: len(labels)], images, labels
+
+
+RECIPES = {
+    "article": ({}, 0.02),
+    "constant-fill-erasing": ({"fill": "constant", "random_erase": 0.5}, 0.02),
+    # Thresholding ops (solarize, posterize, equalize) can turn the pipelines' one grey level of
+    # rounding into a large difference at a few pixels; different draws differ by ~0.8 on average.
+    "ta_wide": ({"auto_augment": "ta_wide"}, 0.05),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_both_classification_pipelines_give_the_same_training_batch_for_the_same_seed(shapes_root: Path, recipe: str) -> None:
+    augment, tolerance = RECIPES[recipe]
+    _, draws, x_pil, y_pil = classification_epoch(shapes_root, "pil", augment)
+    dm, cached_draws, x_cached, y_cached = classification_epoch(shapes_root, "cached", augment)
+    assert cached_draws == draws and torch.equal(y_cached, y_pil)  # the same samples
+    # exactly the parameters the per-image transforms draw from each sample's stream
+    params = dm.batch_transform.last_params  # type: ignore[union-attr]
+    assert params is not None
+    aug = Augment(**augment)
+    for i, draw in enumerate(draws):
+        warp, jitter, flip = augmentation(aug)[:3]
+        with SampleStreams([stream_seed(3, *draw)]).drawing(0):
+            affine = warp.make_params([tv_tensors.Image(torch.zeros(3, 32, 32, dtype=torch.uint8))])["affine"]
+            factor = jitter.make_params([])["brightness_factor"]
+            flipped = bool(torch.rand(1) < flip.p)
+        assert all(torch.equal(affine[k], params.affine[k][i : i + 1]) for k in params.affine)
+        assert params.brightness[i].item() == factor and bool(params.flipped[i]) == flipped
+    # and the images alike up to the pipelines' uint8 rounding (one grey level is 0.017 once normalised)
+    for i in range(len(draws)):
+        assert (x_cached[i] - x_pil[i]).abs().mean().item() < tolerance, i
 
 
 def test_unknown_fill_names_the_key_and_the_choices() -> None:

@@ -2,7 +2,9 @@
 
 Where: on an accelerator, in ``on_after_batch_transfer`` on the device, drawing from the process's
 global RNG; on a CPU, in the loader (``base.SeededSamples`` and ``base.LoaderNormalises``), each
-draw from its own (seed, epoch, index, repeat) stream, so the training process only trains.
+draw from its own (seed, epoch, index, repeat) stream, so the training process only trains. There
+each sample draws its parameters as the per-image path does (``BatchTransform.draw_sample``), so
+for the same seed both pipelines train on the same batches, up to uint8 rounding.
 The ``augment.Augment`` description drives this and the per-image path (``transforms``), the reference:
 
 * classification: affine (rotation, shift, zoom, shear; bilinear, uncovered pixels filled as
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor
 
 from visionbench.data.augment import Augment, BatchAffine, SampleStreams, auto_augmentation, random_erasing
-from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, brightness_jitter
 
 
 def _channel_scale_offset(device: torch.device) -> tuple[Tensor, Tensor]:
@@ -71,6 +73,7 @@ class BatchTransform:
         self.aug = aug if aug is not None and aug.enabled else None
         if self.aug is not None:
             self.affine = BatchAffine(self.aug)
+            self.jitter = brightness_jitter(self.aug)
             self.auto_augment = auto_augmentation(self.aug)
             self.erasing = random_erasing(self.aug, inplace=True)
         self.last_params: SampledParams | None = None
@@ -103,15 +106,27 @@ class BatchTransform:
             drawn = []
             for i in range(n):
                 with streams.drawing(i):
-                    drawn.append(self.draw(1, images.shape, device))
+                    drawn.append(self.draw_sample(images.shape, device))
             brightness, flipped = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
             params = {key: torch.cat([d[2][key] for d in drawn]) for key in drawn[0][2] if key != "forward_input_shape"}
         levels = images.float().mul_(brightness.view(n, 1, 1, 1))
         self.last_params = SampledParams(params, brightness, flipped)
         return self.affine.warp(levels, self.affine.theta(params, levels, flipped)).clamp_(0, 255)
 
+    def draw_sample(self, shape: torch.Size, device: torch.device) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """One sample's brightness factor, flip and affine parameters, drawn as the per-image path
+        (``transforms.augmentation``) draws them, in its order and with its transforms' own draws:
+        the warp's, ColorJitter's (an op order, then the factor), the flip's coin. From one sample
+        stream both pipelines then augment alike, up to uint8 rounding."""
+        assert self.aug is not None
+        affine = self.affine.draw((1, *shape[1:]), device)
+        factor = self.jitter.make_params([])["brightness_factor"]  # None when the range is (1, 1)
+        flipped = torch.rand(1) < self.aug.hflip  # v2.RandomHorizontalFlip's coin
+        return torch.tensor([1.0 if factor is None else factor], device=device), flipped.to(device), affine
+
     def draw(self, n: int, shape: torch.Size, device: torch.device) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Brightness factors, flips and affine parameters of ``n`` images of ``shape``'s size."""
+        """Brightness factors, flips and affine parameters of ``n`` images of ``shape``'s size, from
+        the process's RNG on the device (the accelerator's case: whole batches, no sample streams)."""
         assert self.aug is not None
         low, high = self.aug.brightness
         brightness = torch.empty(n, device=device).uniform_(low, high)

@@ -58,11 +58,16 @@ class RandomAffineWarp(v2.Transform):
         return tv_tensors.wrap(warped, like=inpt)
 
 
+def brightness_jitter(aug: Augment) -> v2.ColorJitter:
+    """The brightness step; the batch path draws its factors with this transform's own ``make_params``."""
+    return v2.ColorJitter(brightness=tuple(aug.brightness))
+
+
 def augmentation(aug: Augment) -> list[v2.Transform]:
     """Affine -> brightness -> horizontal flip -> ``auto_augment`` policy, on uint8 images."""
     if not aug.enabled:
         return []
-    steps = [RandomAffineWarp(aug), v2.ColorJitter(brightness=tuple(aug.brightness)), v2.RandomHorizontalFlip(aug.hflip)]
+    steps = [RandomAffineWarp(aug), brightness_jitter(aug), v2.RandomHorizontalFlip(aug.hflip)]
     policy = auto_augmentation(aug)
     return steps + [policy] if policy is not None else steps
 
