@@ -269,3 +269,15 @@ def test_testing_on_val_beside_an_unused_test_split_is_said(compose_cfg, folders
         dm = seg_folder_datamodule(compose_cfg, folders_root, "task.data.test_split=val")
     assert dm.items("test").pairs == dm.items("val").pairs  # as asked
     assert "task.data.test_split=val" in caplog.text and "task.data.test_split=test" in caplog.text
+
+
+def test_vocs_unlabelled_test_list_is_not_taken_for_a_test_split(voc_root: Path, caplog) -> None:
+    """VOC2012's test archive adds ImageSets/Segmentation/test.txt without masks: testing on val stays silent."""
+    write_list(voc_root / VOC_DIR, "test", ["2010_000001"])
+    with caplog.at_level(logging.WARNING):
+        VOCSegmentationDataModule(voc_root, crop=(32, 48), batch_size=2, num_workers=0).prepare_data()
+    assert "test split" not in caplog.text
+    write_pair(voc_root / VOC_DIR, "2010_000001")  # a labelled test list: testing on val is said
+    with caplog.at_level(logging.WARNING):
+        VOCSegmentationDataModule(voc_root, crop=(32, 48), batch_size=2, num_workers=0).prepare_data()
+    assert "task.data.test_split=test" in caplog.text

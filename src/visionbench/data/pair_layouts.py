@@ -155,9 +155,12 @@ def split_pairs(root: Path, split: str, layout: str = "voc") -> list[Pair]:
 
 
 def has_split(root: Path, split: str, layout: str) -> bool:
-    """Whether the dataset holds ``split`` at all (its list file, or its image and mask folders)."""
+    """Whether the dataset holds a labelled ``split`` (its image and mask folders; for VOC its list
+    file and the first listed image's mask: VOC2012's test list comes without masks)."""
     if layout == "voc":
-        return (root / VOC_DIR / SPLITS_DIR / f"{split}.txt").is_file()
+        list_file = root / VOC_DIR / SPLITS_DIR / f"{split}.txt"
+        ids = _read_ids(list_file)[:1] if list_file.is_file() else []
+        return bool(ids) and (root / VOC_DIR / MASK_DIRS.get(split, "SegmentationClass") / f"{ids[0]}.png").is_file()
     if layout == "camvid":
         return (root / split).is_dir() and (root / f"{split}annot").is_dir()
     return _folder_dirs(root, split) is not None
