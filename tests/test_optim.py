@@ -3,6 +3,7 @@ groups; schedules are stepped per optimizer step, with a linear warmup counted i
 
 from __future__ import annotations
 
+import logging
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -40,16 +41,18 @@ class LearningRates(Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def fit_lrs(task: ClassificationTask, batches: int, *callbacks: Callback, **trainer_args: Any) -> list[float]:
-    """Fit ``task`` on ``batches`` random batches per epoch (no validation) and return each step's lr."""
+def fit_lrs(task: ClassificationTask, batches: int, *callbacks: Callback, validate: bool = False, **trainer_args: Any) -> list[float]:
+    """Fit ``task`` on ``batches`` random batches per epoch (validated on them when ``validate``) and
+    return each step's lr."""
     torch.manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(2 * batches, 3, 8, 8), torch.randint(0, 2, (2 * batches,))), batch_size=2)
     recorder = LearningRates()
     trainer = L.Trainer(
         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, callbacks=[recorder, *callbacks], **{"max_epochs": 1, **trainer_args},
+        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[recorder, *callbacks],
+        **{"max_epochs": 1, "limit_val_batches": 1.0 if validate else 0, **trainer_args},
     )  # fmt: skip
-    trainer.fit(task, train_dataloaders=data)
+    trainer.fit(task, train_dataloaders=data, val_dataloaders=data if validate else None)
     return recorder.lrs
 
 
@@ -159,3 +162,80 @@ def test_budget_decays_the_lr_linearly_with_elapsed_time_and_the_budget_ends_the
     check_numeric_knobs(cfg)
     lrs = fit_lrs(tiny_task(cfg), 12, StepTakes(clock), max_time=cfg.trainer.max_time, max_epochs=-1)
     assert lrs == pytest.approx([0.1 * (1 - 90 * k / 900) for k in range(10)])  # step k starts k x 90 s in
+
+
+def test_a_budget_shorter_than_an_epoch_ends_the_run_at_the_budget(compose_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default trainer sets no min_epochs, which would train on past max_time at lr 0 to finish the epoch."""
+    clock = Clock(step_seconds=90)
+    monkeypatch.setattr("lightning.pytorch.callbacks.timer.time", SimpleNamespace(monotonic=clock))
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=budget", "trainer.max_time=00:00:15:00", "trainer.max_epochs=-1"])
+    lrs = fit_lrs(tiny_task(cfg), 20, StepTakes(clock), max_time=cfg.trainer.max_time, max_epochs=-1, min_epochs=cfg.trainer.min_epochs)
+    assert len(lrs) == 10 and min(lrs) > 0
+
+
+def test_budget_with_a_min_epochs_is_a_config_error(compose_cfg) -> None:
+    cfg = compose_cfg(["scheduler=budget", "trainer.max_time=00:00:15:00", "trainer.max_epochs=-1", "trainer.min_epochs=1"])
+    with pytest.raises(ConfigError, match=r"trainer\.min_epochs=1 .*lr 0.*trainer\.min_epochs=null"):
+        check_numeric_knobs(cfg)
+
+
+def test_budget_with_an_epoch_limit_decays_to_zero_by_whichever_end_comes_first_and_says_so(
+    compose_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(step_seconds=90)  # 10 steps fill the budget; the epoch limit ends the run after 4
+    monkeypatch.setattr("lightning.pytorch.callbacks.timer.time", SimpleNamespace(monotonic=clock))
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=budget", "trainer.max_time=00:00:15:00", "trainer.max_epochs=1"])
+    with caplog.at_level(logging.WARNING, logger="visionbench"):
+        lrs = fit_lrs(tiny_task(cfg), 4, StepTakes(clock), max_time=cfg.trainer.max_time, max_epochs=1)
+    assert lrs == pytest.approx([0.1 * (1 - k / 4) for k in range(4)])
+    assert "trainer.max_epochs=1" in caplog.text and "trainer.max_epochs=-1" in caplog.text
+
+
+def test_budget_with_an_epoch_limit_still_ends_at_the_budget_when_it_comes_first(compose_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(step_seconds=90)
+    monkeypatch.setattr("lightning.pytorch.callbacks.timer.time", SimpleNamespace(monotonic=clock))
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=budget", "trainer.max_time=00:00:15:00", "trainer.max_epochs=2"])
+    lrs = fit_lrs(tiny_task(cfg), 20, StepTakes(clock), max_time=cfg.trainer.max_time, max_epochs=2)
+    assert lrs == pytest.approx([0.1 * min(1 - k / 10, 1 - k / 40) for k in range(10)])
+
+
+STEP_LR_BY_TARGET = ["optimizer.lr=0.1", "scheduler=torch", "scheduler._target_=torch.optim.lr_scheduler.StepLR"]
+
+
+def test_any_torch_scheduler_plugs_in_by_target_and_steps_per_epoch_by_default(compose_cfg) -> None:
+    cfg = compose_cfg([*STEP_LR_BY_TARGET, "+scheduler.step_size=1"])
+    check_numeric_knobs(cfg)
+    assert fit_lrs(tiny_task(cfg), 3, max_epochs=3) == pytest.approx([0.1] * 3 + [0.01] * 3 + [0.001] * 3)
+
+
+def test_a_torch_scheduler_steps_per_optimizer_step_with_interval_step(compose_cfg) -> None:
+    cfg = compose_cfg([*STEP_LR_BY_TARGET, "scheduler.interval=step", "+scheduler.step_size=2", "+scheduler.gamma=0.5"])
+    assert fit_lrs(tiny_task(cfg), 6) == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+
+
+def test_reduce_on_plateau_follows_the_tasks_monitored_metric(compose_cfg) -> None:
+    cfg = compose_cfg([
+        "optimizer.lr=0.1", "scheduler=torch", "scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "+scheduler.factor=0.5", "+scheduler.patience=0", "+scheduler.threshold=10", "+scheduler.threshold_mode=abs",
+    ])  # fmt: skip  # no epoch after the first counts as an improvement
+    task = tiny_task(cfg)  # classification monitors val/acc, mode max
+    lrs = fit_lrs(task, 2, max_epochs=3, validate=True)
+    [config] = task.trainer.lr_scheduler_configs
+    assert (config.monitor, config.scheduler.mode, config.interval) == ("val/acc", "max", "epoch")
+    assert lrs == pytest.approx([0.1] * 4 + [0.05] * 2)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["scheduler=cosine", "+scheduler.step_size=1"], r"scheduler\.step_size is not a key of scheduler=cosine\. Its keys: warmup_epochs, warmup_start_factor, eta_min\."),
+        ([*STEP_LR_BY_TARGET, "+scheduler.step_sise=1"], r"scheduler\.step_sise is not an argument of torch\.optim\.lr_scheduler\.StepLR\. Its arguments: step_size, gamma, last_epoch.*Did you mean scheduler\.step_size\?"),
+        (["scheduler=torch"], r"scheduler\._target_, and none was given: e\.g\. `scheduler=torch scheduler\._target_=torch\.optim\.lr_scheduler\.StepLR"),
+        ([*STEP_LR_BY_TARGET, "+scheduler.step_size=1", "scheduler.interval=batch"], r"scheduler\.interval=batch .*step or epoch"),
+        (["scheduler=torch", "scheduler._target_=torch.optim.SGD"], r"torch\.optim\.SGD is not a learning-rate scheduler"),
+    ],
+    ids=["group-key", "torch-argument", "no-target", "interval", "not-a-scheduler"],
+)  # fmt: skip
+def test_a_key_the_scheduler_does_not_have_is_one_paragraph_listing_the_keys_it_has(compose_cfg, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_numeric_knobs(compose_cfg(overrides))  # at config time, before any data is prepared

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from visionbench.errors import ConfigError
-from visionbench.tasks.optim import budget_without_max_time, uses_time_budget
+from visionbench.tasks.optim import check_scheduler
 
 
 def _is_int(value: Any) -> bool:
@@ -67,7 +67,8 @@ def check_numeric_knobs(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first knob whose value has the wrong type or range.
 
     Absent or null keys are fine (e.g. ``image_size`` on segmentation tasks, ``max_epochs: null``).
-    ``scheduler=budget`` needs ``trainer.max_time``: said here, before any data is prepared.
+    The ``scheduler`` node (its target, keys, and a budget's ``trainer.max_time``) is checked here
+    too, before any data is prepared.
     """
     for knob in KNOBS:
         value = OmegaConf.select(cfg, knob.key, default=None)
@@ -77,5 +78,4 @@ def check_numeric_knobs(cfg: DictConfig) -> None:
             f"Config key {knob.key} is {value!r} ({type(value).__name__}), but it must be {knob.expected}. "
             f"Fix the override on the command line or in the config file, e.g. `{knob.example}`."
         )
-    if uses_time_budget(cfg.get("scheduler")) and OmegaConf.select(cfg, "trainer.max_time", default=None) is None:
-        raise ConfigError(budget_without_max_time())
+    check_scheduler(cfg)
