@@ -120,7 +120,7 @@ def test_the_val_as_test_warning_comes_with_every_run_that_reuses_the_manifest(c
 
 
 @pytest.mark.parametrize("layout", ["given split", "made split"])
-def test_images_and_classes_added_after_a_first_run_are_in_the_split(compose_cfg, tmp_path: Path, layout: str) -> None:
+def test_images_and_classes_added_after_a_first_run_are_in_the_split(compose_cfg, tmp_path: Path, layout: str, caplog) -> None:
     given = layout == "given split"
     root = make_presplit(tmp_path / "data") if given else make_class_folders(tmp_path / "data")
     folder_datamodule(compose_cfg, root).prepare_data()
@@ -128,7 +128,9 @@ def test_images_and_classes_added_after_a_first_run_are_in_the_split(compose_cfg
     Image.new("RGB", (10, 12), (200, 10, 10)).save(classes / "cat" / "img_new.png")
     write_images(classes / "yak", 30, 77)  # a new class (30 images: enough for a made split's test_per_class)
     dm = folder_datamodule(compose_cfg, root)
-    dm.prepare_data()
+    with caplog.at_level(logging.WARNING):
+        dm.prepare_data()
+    assert "the split is made again" in caplog.text
     assert dm.class_names == ["cat", "dog", "owl", "yak"]
     listed = {e.path for e in read_manifest(root)}
     assert (classes / "cat" / "img_new.png").relative_to(root).as_posix() in listed

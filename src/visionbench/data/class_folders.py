@@ -110,6 +110,12 @@ class ClassFolders:
                 self.warned = True
             if manifest_is_current(self.root, self.spec):
                 return
+            if (self.root / MANIFEST).is_file():
+                log.warning(
+                    "'%s' changed since %s was written (task.data.split settings, or files, classes or split folders "
+                    "added, removed or replaced): the split is made again, so earlier runs may have used another split.",
+                    self.root, MANIFEST,
+                )  # fmt: skip
             result = build_split(self.root, self.spec)
             if not result.entries:
                 raise DataNotFoundError(
