@@ -149,7 +149,7 @@ class VisionTask(L.LightningModule):
             raise NonFiniteLossError(
                 f"The training loss became {value} at epoch {self.current_epoch}, batch {batch_idx} "
                 f"(global step {self.global_step}). The run stopped and {self._kept_checkpoint()}. Lower the "
-                "learning rate (task.module.optimizer.lr), check the inputs, or use trainer.precision=32-true."
+                "learning rate (optimizer.lr), check the inputs, or use trainer.precision=32-true."
             )
 
     def check_finite_weights(self) -> None:
@@ -160,7 +160,7 @@ class VisionTask(L.LightningModule):
             raise NonFiniteLossError(
                 f"The weights became non-finite ({len(bad)} tensors, first {bad[0]}) by epoch {self.current_epoch} "
                 f"(global step {self.global_step}); no checkpoint was written and {self._kept_checkpoint()}. "
-                "Lower the learning rate (task.module.optimizer.lr) or use trainer.precision=32-true."
+                "Lower the learning rate (optimizer.lr) or use trainer.precision=32-true."
             )
 
     def configure_optimizers(self) -> Any:
