@@ -28,7 +28,7 @@ from visionbench.bench.tables import (
     write_results,
 )
 from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
-from visionbench.measure import peak_matmul_flops
+from visionbench.measure import Peak, peak_flops
 from visionbench.report import find_runs
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ def bench_all(cfg: DictConfig) -> None:
     groups = plan_jobs(bench, Path(CONFIG_DIR))
     baseline = baseline_variant(bench)
     precisions = sorted({job.variant.precision for group in groups for job in group})
-    peak_samples: dict[str, list[float]] = {p: [] for p in precisions}
+    peak_samples: dict[str, list[Peak]] = {p: [] for p in precisions}
 
     def sample_peaks() -> None:
         """Between models as well as at the start: the best of all samples is the peak least slowed by load."""
         for p in precisions:
-            peak_samples[p].append(peak_matmul_flops(device, p, bench.peak_matmul.size, bench.peak_matmul.repeats))
+            peak_samples[p].append(peak_flops(device, p, bench.peak_matmul.size, bench.peak_matmul.repeats))
 
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -65,7 +65,7 @@ def bench_all(cfg: DictConfig) -> None:
             sample_peaks()
             progress.advance(bar)
 
-    peaks = {p: max(samples) for p, samples in peak_samples.items()}
+    peaks = {p: max(samples).flops for p, samples in peak_samples.items()}
     add_mfu(rows, peaks)
     add_ratios(rows, baseline.label)
     metrics = {bench.tasks[kind].name: keys for kind, keys in bench.quality_metrics.items()}
@@ -97,11 +97,12 @@ def _row(job: Job, outcome: Measurement | Exception) -> BenchRow:
 
 
 def _notes(
-    bench: DictConfig, device: torch.device, peak_samples: dict[str, list[float]], rows: list[BenchRow], load_at_start: float
+    bench: DictConfig, device: torch.device, peak_samples: dict[str, list[Peak]], rows: list[BenchRow], load_at_start: float
 ) -> list[str]:
     """How the numbers were taken, printed above the table so it can be read on its own."""
     peak_text = "; ".join(
-        f"{p} {max(s) / 1e9:.0f} GFLOP/s (samples {min(s) / 1e9:.0f}–{max(s) / 1e9:.0f})" for p, s in peak_samples.items()
+        f"{p} {max(s).flops / 1e9:.0f} GFLOP/s by {max(s).kernel} (samples {min(s).flops / 1e9:.0f}–{max(s).flops / 1e9:.0f})"
+        for p, s in peak_samples.items()
     )
     reference_batch = {task.name: task.batch_size for task in bench.tasks.values()}
     reduced = sorted({f"{r.model} batch {r.batch_size}" for r in rows if r.batch_size != reference_batch[r.task]})
@@ -109,8 +110,10 @@ def _notes(
         f"profile `{bench.profile}` on {describe_device(device)}, torch {torch.__version__}; 1-min load average "
         f"{load_at_start:.1f} at start, {os.getloadavg()[0]:.1f} at end on {os.cpu_count()} CPUs (above the CPU count: "
         "other processes shared the cores and slowed these numbers)",
-        f"peak = best {bench.peak_matmul.size}² matmul of this run, {bench.peak_matmul.repeats} timed at the start and "
-        f"after every model: {peak_text}; MFU = achieved FLOP/s ÷ peak of the row's precision",
+        f"peak = the fastest of this run's {bench.peak_matmul.size}² matmuls and {bench.peak_matmul.size // 16}-channel "
+        f"3×3 convolutions (the BLAS and the convolution library reach different fractions of a chip), "
+        f"{bench.peak_matmul.repeats} of each timed at the start and after every model: {peak_text}; "
+        "MFU = achieved FLOP/s ÷ peak of the row's precision",
         "GFLOPs: forward of one image in eval mode (auxiliary heads excluded), 2 FLOPs per multiply-add "
         "(torch FlopCounterMode); train MFU counts 3× forward FLOPs",
         "img/s: batch ÷ median step time; the networks of one model (ours, torchvision's, the knobs) run their "

@@ -108,7 +108,10 @@ def test_missing_simpsons_data_stops_with_where_how_and_the_built_in_alternative
 def test_runs_log_their_training_throughput_and_mfu(multirun: Path) -> None:
     metrics = json.loads((multirun / "0" / "metrics.json").read_text())
     assert metrics["perf/train_images_per_s"] > 0 and metrics["perf/train_tflops"] > 0
-    assert 0 < metrics["perf/train_mfu"] < 2  # against a matmul peak measured in the same run
+    # Against the peak measured in the same run (the test's tiny kernels are far from the device's best, so
+    # no bound on the MFU itself holds on every CPU): the logged MFU is the logged FLOP/s over the logged peak.
+    assert metrics["perf/peak_tflops"] > 0
+    assert metrics["perf/train_mfu"] == pytest.approx(metrics["perf/train_tflops"] / metrics["perf/peak_tflops"], rel=1e-3)
 
 
 def test_runs_log_the_number_of_classes_their_data_has(compose_cfg) -> None:

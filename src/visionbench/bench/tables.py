@@ -232,9 +232,9 @@ def mfu_warning(rows: Sequence[BenchRow]) -> str | None:
     if not flagged:
         return None
     return (
-        f"{MFU_ABOVE_PEAK} MFU above 100 % ({', '.join(flagged)}): the row ran faster than the best matmul this run "
-        "measured, so that peak was taken under heavier load than the row (or the precision's matmul is not its "
-        "fastest kernel); these MFUs are not trustworthy"
+        f"{MFU_ABOVE_PEAK} MFU above 100 % ({', '.join(flagged)}): the row ran faster than the best matmul and "
+        "convolution this run measured, so that peak was taken under heavier load than the row (or the row's kernels "
+        "beat both); these MFUs are not trustworthy"
     )
 
 

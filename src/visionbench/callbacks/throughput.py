@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from visionbench.measure import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_matmul_flops, synchronize
+from visionbench.measure import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_flops, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,14 @@ def _rng_untouched(device: torch.device) -> AbstractContextManager[None]:
 
 
 class TrainingThroughput(L.Callback):
-    """Logs ``perf/train_images_per_s`` (all processes), ``perf/train_tflops`` and ``perf/train_mfu``.
+    """Logs ``perf/train_images_per_s`` (all processes), ``perf/train_tflops``, ``perf/train_mfu`` and
+    the ``perf/peak_tflops`` it divides by.
 
     FLOPs: forward FLOPs of one image counted once (2 per multiply-add, eval mode, so auxiliary
     heads are excluded) and tripled for forward + backward. Peak: the best of ``peak_repeats``
-    ``peak_size``² matmuls timed at fit start on the same device, in bf16 when the trainer runs in
-    bf16, else fp32 (``visionbench.measure``, as ``make bench``).
+    ``peak_size``² matmuls and as many 3×3 convolutions (``visionbench.measure.peak_flops``, as
+    ``make bench``) timed at fit start on the same device, in bf16 when the trainer runs in bf16,
+    else fp32.
 
     Lightning's ``ThroughputMonitor`` is not used: it logs per-step ``train|device/...`` keys to the
     logger rather than per-epoch values into the run's metrics, needs ``flops_per_batch`` on the
@@ -46,6 +48,7 @@ class TrainingThroughput(L.Callback):
         self.peak_repeats = peak_repeats
         self.flops_per_image = 0.0
         self.peak_flops = 0.0
+        self.peak_kernel = ""
         self._reset()
 
     def _reset(self) -> None:
@@ -57,7 +60,7 @@ class TrainingThroughput(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         precision = "bf16" if "bf16" in str(trainer.precision) else "fp32"
         with _rng_untouched(pl_module.device):
-            self.peak_flops = peak_matmul_flops(pl_module.device, precision, self.peak_size, self.peak_repeats)
+            self.peak_flops, self.peak_kernel = peak_flops(pl_module.device, precision, self.peak_size, self.peak_repeats)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -87,15 +90,16 @@ class TrainingThroughput(L.Callback):
         achieved = TRAIN_FLOPS_PER_FORWARD * self.flops_per_image * per_process
         if achieved > self.peak_flops:
             log.warning(
-                "perf/train_mfu is %.0f %%: above the matmul peak measured at fit start (%.0f GFLOP/s), which other "
+                "perf/train_mfu is %.0f %%: above the peak measured at fit start (%.0f GFLOP/s, %s), which other "
                 "processes must have slowed; this epoch's MFU is not trustworthy.", 100 * achieved / self.peak_flops,
-                self.peak_flops / 1e9,
+                self.peak_flops / 1e9, self.peak_kernel or "matmul",
             )
         pl_module.log_dict(
             {
                 "perf/train_images_per_s": per_process * trainer.world_size,
                 "perf/train_tflops": achieved * trainer.world_size / 1e12,
                 "perf/train_mfu": achieved / self.peak_flops,
+                "perf/peak_tflops": self.peak_flops / 1e12,
             },
             on_epoch=True,
             rank_zero_only=True,
