@@ -7,23 +7,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from visionbench.models.base import TaskKind
+from visionbench.models.base import InitScheme, TaskKind, init_weights
 
 
 def _conv(in_channels: int, out_channels: int, padding: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding), nn.ReLU(inplace=True))
-
-
-def he_init(module: nn.Module) -> None:
-    """He-normal weights and zero biases for every conv/linear layer.
-
-    PyTorch's default init shrinks the signal about threefold per ReLU layer; without batch
-    norm the plain CNN then sits at chance for many epochs before it starts learning.
-    """
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
 
 
 class PlainCNN(nn.Module):
@@ -32,11 +20,21 @@ class PlainCNN(nn.Module):
     The head is a flatten + dense layer as in the article, so the parameter count depends on
     ``image_size`` (3,491,603 at 128×128 with 19 classes, the published summary); the flatten
     size is computed from a dry run rather than hand-derived so any input size works.
+    ``init``/``zero_head``: see ``init_weights``; without batch norm, PyTorch's default init
+    would leave this network at chance for many epochs.
     """
 
     task_kind: ClassVar[TaskKind] = "classification"
 
-    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 128, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int = 128,
+        dropout: float = 0.5,
+        init: InitScheme = "he",
+        zero_head: bool = False,
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             _conv(in_channels, 32, padding=1),
@@ -57,7 +55,7 @@ class PlainCNN(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(128, num_classes),
         )
-        he_init(self)
+        init_weights(self, init, zero_head=self.classifier[-1] if zero_head else None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

@@ -7,8 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from visionbench.models.base import TaskKind
-from visionbench.models.cnn import he_init
+from visionbench.models.base import InitScheme, TaskKind, init_weights
 
 
 class PreActUnit(nn.Module):
@@ -39,11 +38,20 @@ class SmallResNet(nn.Module):
 
     1,157,011 trainable parameters at 128×128 with 19 classes; the Keras summary's 1,157,267
     also counts the 256 BatchNorm running statistics, which are buffers here.
+    ``init``/``zero_head``: see ``init_weights`` (``keras`` is the article's).
     """
 
     task_kind: ClassVar[TaskKind] = "classification"
 
-    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 128, width: int = 32) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int = 128,
+        width: int = 32,
+        init: InitScheme = "he",
+        zero_head: bool = False,
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 7, stride=2),
@@ -55,7 +63,7 @@ class SmallResNet(nn.Module):
             flat = self.features.eval()(torch.zeros(1, in_channels, image_size, image_size)).numel()
         self.features.train()
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, num_classes))
-        he_init(self)
+        init_weights(self, init, zero_head=self.classifier[-1] if zero_head else None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

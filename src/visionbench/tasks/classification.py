@@ -57,7 +57,13 @@ class ClassificationTask(VisionTask):
     ``class_weights="balanced"`` weights the training loss by ``balanced_class_weights`` of
     ``class_counts`` (the training split's, passed by ``build_task``), for training sets more
     imbalanced than their test split. Validation and test losses stay unweighted: they report
-    the plain cross-entropy, comparable across runs whatever their weighting.
+    the plain cross-entropy (no label smoothing either), comparable across runs whatever their
+    training objective.
+
+    ``tta="flip"`` also scores every validation and test image as the mean of the softmax of the
+    image and of its mirror image, logged beside the plain metrics as ``<stage>/acc_tta`` etc.;
+    the plain metrics (and so the monitored value, the best checkpoint and early stopping) stay
+    those of the single view, so a TTA number is never reported in place of a plain one.
     """
 
     class_weight: Tensor | None
@@ -71,9 +77,16 @@ class ClassificationTask(VisionTask):
         label_smoothing: float = 0.0,
         class_weights: str | None = None,
         class_counts: Sequence[int] | None = None,
+        tta: str | None = None,
         **kwargs: Any,  # scheduler, class_names, ...: VisionTask's
     ) -> None:
         super().__init__(net, num_classes, optimizer, monitor="val/acc", monitor_mode="max", **kwargs)
+        if tta not in (None, "flip"):
+            raise ConfigError(
+                f"Unknown task.module.tta {tta!r}. Use null (one view: the default) or 'flip' (also report the mean "
+                "softmax of each image and its mirror image, as <stage>/acc_tta beside <stage>/acc)."
+            )
+        self.tta = tta
         if class_weights not in (None, "balanced"):
             raise ConfigError(
                 f"Unknown task.module.class_weights {class_weights!r}. Use null (plain cross-entropy: the default) or "
@@ -93,6 +106,9 @@ class ClassificationTask(VisionTask):
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
+        if tta is not None:
+            self.val_tta_metrics = metrics.clone(prefix="val/", postfix="_tta")
+            self.test_tta_metrics = metrics.clone(prefix="test/", postfix="_tta")
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         """Training cross-entropy against class indices (N,) or, for MixUp/CutMix batches, class
@@ -129,15 +145,23 @@ class ClassificationTask(VisionTask):
         probabilities, classes = logits.softmax(dim=1).sort(dim=1, descending=True, stable=True)
         return ClassRanking(probabilities, classes)
 
+    def flip_tta_probabilities(self, x: Tensor, logits: Tensor) -> Tensor:
+        """The mean of the softmax of ``x`` (whose ``logits`` are given) and of its mirror image."""
+        return (logits.softmax(dim=1) + self.predict_logits(x.flip(-1)).softmax(dim=1)) / 2
+
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
         logits = self.predict_logits(x)
         loss_metric = self.val_loss if stage == "val" else self.test_loss
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        loss_metric.update(F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), weight=len(y))  # unweighted
+        loss_metric.update(F.cross_entropy(logits, y), weight=len(y))  # plain: no class weights, no smoothing
         metrics.update(logits, y)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        if self.tta is not None:
+            tta_metrics = self.val_tta_metrics if stage == "val" else self.test_tta_metrics
+            tta_metrics.update(self.flip_tta_probabilities(x, logits), y)
+            self.log_dict(tta_metrics, on_step=False, on_epoch=True)
         return logits
 
     def on_validation_epoch_end(self) -> None:
