@@ -1,6 +1,7 @@
 """Augmentation beyond the reference article (torchvision's classification recipe): MixUp/CutMix
 on training batches, an automatic augmentation policy and random erasing per image. Each is a
-``task.data.augment.*`` key, off by default, and means the same in both pipelines."""
+``task.data.augment.*`` key, off by default, and means the same in both pipelines. Keras' zoom
+(x and y apart) is a key too."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from visionbench.data.base import VisionDataModule
-from visionbench.data.augment import Augment, auto_augmentation, batch_mix, random_erasing
+from visionbench.data.augment import Augment, BatchAffine, auto_augmentation, batch_mix, random_erasing
 from visionbench.data.batch_augment import BatchTransform, normalize_uint8
 from visionbench.data.transforms import classification_transform
 from visionbench.errors import ConfigError
@@ -26,6 +27,7 @@ from visionbench.run import build_datamodule, build_task
 # The article's augmentation reduced to the identity (no warp, brightness 1, no flip), so the
 # recipes' effects are seen alone.
 IDENTITY = {"degrees": 0, "translate": 0, "shear": 0, "zoom": 0, "brightness": (1.0, 1.0), "hflip": 0.0}
+CPU = torch.device("cpu")
 MIXES = {"mixup": {"mixup": 0.2}, "cutmix": {"cutmix": 1.0}, "both": {"mixup": 0.2, "cutmix": 1.0}}
 
 
@@ -210,3 +212,12 @@ def test_a_training_step_with_the_whole_recipe_has_a_finite_loss(compose_cfg, pi
     assert len(labels.seen) == 2 and all(y.shape == (4, datamodule.num_classes) for y in labels.seen)
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
     assert 0 <= trainer.callback_metrics["val/acc"] <= 1  # validated on integer labels
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_zoom_draws_one_factor_or_the_x_and_y_factors_apart_as_keras(independent: bool) -> None:
+    torch.manual_seed(0)
+    params = BatchAffine(Augment(degrees=0, translate=0, shear=0, zoom=0.1, zoom_independent=independent)).draw((64, 3, 8, 8), CPU)
+    scale = params["scale"]
+    assert ((scale >= 0.9) & (scale <= 1.1)).all()
+    assert bool((scale[:, 0] != scale[:, 1]).all()) is independent

@@ -160,6 +160,9 @@ def test_the_reference_tasks_give_the_recorded_batches_and_metrics_for_a_fixed_s
     expected_seen, expected_metrics = PINNED[(task, pipeline)]
     assert same_batches(seen, expected_seen), "\n".join(seen)
     assert expected_metrics.keys() <= metrics.keys()
-    # After two epochs of training, another CPU's rounding moves the loss in its fourth digit and can move
-    # a few pixels' argmax; a change of data moves them by far more.
-    assert {k: metrics[k] for k in expected_metrics} == pytest.approx(expected_metrics, rel=1e-2, abs=5e-3)
+    # After two epochs of training another CPU's rounding can move a few pixels' argmax, and the tiny
+    # classifier's loss is chaotic: inputs that differ by uint8 rounding alone (pil vs cached) end at
+    # 3.44 and 4.09. The batches above are the pin; the loss only has to stay in its range.
+    scores = {k: v for k, v in expected_metrics.items() if k != "test/loss"}
+    assert {k: metrics[k] for k in scores} == pytest.approx(scores, rel=1e-2, abs=5e-3)
+    assert metrics["test/loss"] == pytest.approx(expected_metrics["test/loss"], rel=0.25)

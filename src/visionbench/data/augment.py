@@ -4,7 +4,9 @@ both implementations draw with: the per-image reference path (``transforms``) an
 
 The Simpsons article used Keras' ``ImageDataGenerator(rotation_range=40, width_shift_range=0.2,
 height_shift_range=0.2, shear_range=0.2, zoom_range=0.1, brightness_range=[0.8, 1.2],
-horizontal_flip=True)``. Keras' shear is in degrees, so 0.2 here is 0.2 degrees too.
+horizontal_flip=True)``. Keras' shear is in degrees, so 0.2 here is 0.2 degrees too; Keras draws the
+x and y zoom independently from [1 - zoom, 1 + zoom] (``zoom_independent: true``), torchvision one
+factor for both axes.
 Keras fills uncovered pixels as its ``fill_mode`` says (default ``nearest``: the edge pixel
 repeated); ``fill`` chooses the same. Beyond the article, off by default, in the order of
 torchvision's classification reference (``references/classification/presets.py``): an automatic
@@ -44,6 +46,7 @@ class Augment:
     translate: float = 0.2
     shear: float = 0.2
     zoom: float = 0.1
+    zoom_independent: bool = False  # x and y zoom drawn apart (Keras' zoom_range), not one factor (torchvision's)
     brightness: tuple[float, float] = (0.8, 1.2)
     hflip: float = 0.5
     fill: str = "nearest"  # pixels the warp uncovers: nearest (edge repeated), constant (black), reflect
@@ -99,7 +102,7 @@ class BatchAffine:
         self.augmentation = K.RandomAffine(
             degrees=aug.degrees,
             translate=(aug.translate, aug.translate),
-            scale=(1 - aug.zoom, 1 + aug.zoom),
+            scale=(1 - aug.zoom, 1 + aug.zoom) * (2 if aug.zoom_independent else 1),  # kornia: 4 values = x, y apart
             shear=aug.shear,
             padding_mode=self.padding_mode,
             p=1.0,
