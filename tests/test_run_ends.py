@@ -162,7 +162,7 @@ def test_epochs_trained_counts_the_short_last_accumulation_of_an_epoch_as_one_st
 
 def test_epochs_and_epochs_to_target_with_an_accumulation_that_does_not_divide_the_epoch(compose_cfg) -> None:
     cfg = compose_cfg([
-        "task=shapes", "model=cnn", *TINY, "trainer.limit_train_batches=5", "+trainer.accumulate_grad_batches=2",
+        "task=shapes", "model=cnn", *TINY, "trainer.limit_train_batches=5", "trainer.accumulate_grad_batches=2",
         "trainer.max_epochs=2", "callbacks.figures=null", "task.targets=[0.0]", "test=false",
     ])  # fmt: skip
     metrics = _train(cfg)
