@@ -41,15 +41,21 @@ def test_defaults_are_the_reference_simpsons_setting(compose_cfg) -> None:
 
 
 @pytest.mark.parametrize("experiment", ["seed_cnn", "seed_resnet_small"])
-def test_each_seed_experiment_is_the_articles_protocol(compose_cfg, experiment: str) -> None:
-    """Both models: 128x128, batch 32, Adam 1e-3 without weight decay or schedule, at most 50
-    epochs, early stopping after 3 epochs without a better validation accuracy."""
+def test_each_seed_experiment_is_the_articles_protocol_with_keras_defaults(compose_cfg, experiment: str) -> None:
+    """Both models: 128x128, batch 32, Adam 1e-3 (Keras' epsilon 1e-7) without weight decay or
+    schedule, Glorot-uniform init (Keras' default)."""
     cfg = compose_cfg([f"experiment={experiment}"])
     assert (cfg.task.name, cfg.model.name) == ("simpsons", experiment.removeprefix("seed_"))
     assert (cfg.task.data.image_size, cfg.task.data.batch_size) == (128, 32)
     assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("torch.optim.Adam", 1e-3, 0.0)
-    assert not cfg.scheduler and cfg.trainer.max_epochs == 50
-    assert cfg.callbacks.early_stopping.patience == 3 and cfg.callbacks.early_stopping.monitor == "val/acc"
+    assert cfg.optimizer.eps == 1e-7 and cfg.model.net.init == "keras"
+    assert not cfg.scheduler and cfg.callbacks.early_stopping.monitor == "val/acc"
+
+
+def test_the_article_stops_the_plain_cnn_early_and_trains_the_resnet_40_epochs(compose_cfg) -> None:
+    cnn, resnet = compose_cfg(["experiment=seed_cnn"]), compose_cfg(["experiment=seed_resnet_small"])
+    assert (cnn.trainer.max_epochs, cnn.callbacks.early_stopping.patience) == (50, 3)
+    assert resnet.trainer.max_epochs == 40 and resnet.callbacks.early_stopping.patience >= 40
 
 
 def test_the_article_trains_the_plain_cnn_without_augmentation(compose_cfg) -> None:
@@ -60,7 +66,7 @@ def test_the_article_trains_the_small_resnet_with_keras_augmentation_and_nearest
     augment = compose_cfg(["experiment=seed_resnet_small"]).task.data.augment
     assert augment.enabled is True and augment.fill == "nearest"
     assert (augment.degrees, augment.translate, augment.shear, augment.zoom, augment.hflip) == (40, 0.2, 0.2, 0.1, 0.5)
-    assert list(augment.brightness) == [0.8, 1.2]
+    assert list(augment.brightness) == [0.8, 1.2] and augment.zoom_independent is True
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu"])
