@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from visionbench.config_checks import check_numeric_knobs
 from visionbench.errors import ConfigError
 from visionbench.tasks.classification import ClassificationTask
-from visionbench.tasks.optim import optimization_arguments
+from visionbench.tasks.optim import Horizon, optimization_arguments, step_schedule
 
 
 def tiny_net() -> nn.Module:
@@ -69,6 +69,16 @@ def test_step_schedule_keeps_epoch_milestones_while_stepping_per_step(compose_cf
     cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"])
     lrs = fit_lrs(tiny_task(cfg), batches=3, max_epochs=3)
     assert lrs == pytest.approx([0.1] * 3 + [0.05] * 3 + [0.025] * 3)
+
+
+def test_a_step_schedule_whose_lr_overflows_reaches_inf_as_torchs_steplr_does() -> None:
+    """A sweep may try gamma=1e30 (the nan tests do): the run must stop on its non-finite loss, not on an OverflowError."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = step_schedule(optimizer, Horizon(total_steps=100, steps_per_epoch=1), step_size=1, gamma=1e30)
+    for _ in range(12):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == math.inf
 
 
 def test_poly_decays_to_zero_at_the_last_step_after_a_fractional_warmup(compose_cfg) -> None:

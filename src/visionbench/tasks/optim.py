@@ -252,7 +252,10 @@ def step_schedule(
     warmup = _warmup_steps(horizon, warmup_epochs, "step")
 
     def staircase(base: float, step: int) -> float:
-        return base * gamma ** (step // step_steps)
+        try:
+            return base * gamma ** (step // step_steps)
+        except OverflowError:  # a float power raises where torch's StepLR multiplies on to inf
+            return math.inf
 
     return StepFunctionLR(optimizer, _warmup_then(warmup, warmup_start_factor, staircase))
 
