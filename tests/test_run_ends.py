@@ -160,9 +160,10 @@ def test_epochs_trained_counts_the_short_last_accumulation_of_an_epoch_as_one_st
     assert epochs_trained(trainer) == pytest.approx(epochs, abs=1e-4)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_epochs_and_epochs_to_target_with_an_accumulation_that_does_not_divide_the_epoch(compose_cfg) -> None:
     cfg = compose_cfg([
-        "task=shapes", "model=cnn", *TINY, "trainer.limit_train_batches=5", "trainer.accumulate_grad_batches=2",
+        "task=shapes", "model=cnn", *TINY, "task.data.image_size=32", "trainer.limit_train_batches=5", "trainer.accumulate_grad_batches=2",
         "trainer.max_epochs=2", "callbacks.figures=null", "task.targets=[0.0]", "test=false",
     ])  # fmt: skip
     metrics = _train(cfg)
@@ -206,10 +207,11 @@ def test_an_interruption_during_ema_validation_checkpoints_the_average_as_weight
     assert all(torch.equal(checkpoint["state_dict"][k], validated[k]) for k in validated)
 
 
+@pytest.mark.slow
 def test_wall_time_of_a_resumed_run_counts_the_processes_before_the_resume(compose_cfg, tmp_path: Path) -> None:
     """The first process's seconds up to its last checkpoint travel in the checkpoint, as its epochs,
     steps and time to target do; the resumed process adds its own."""
-    overrides = ["task=shapes", "model=cnn", *TINY, "callbacks.figures=null", "task.targets=[0.0]"]
+    overrides = ["task=shapes", "model=cnn", *TINY, "task.data.image_size=32", "callbacks.figures=null", "task.targets=[0.0]"]
     first = _train(compose_cfg([*overrides, "test=false"]))
     started = time.perf_counter()
     resumed = _train(compose_cfg([*overrides, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"]))
