@@ -27,7 +27,7 @@ from visionbench.bench.tables import (
     replace_generated_section,
     write_results,
 )
-from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.cli import CONFIG_DIR, report_errors, start_command
 from visionbench.measure import Peak, peak_flops
 from visionbench.report import find_runs
 
@@ -131,5 +131,5 @@ def _notes(
 
 
 if __name__ == "__main__":
-    set_repo_root()
+    start_command("bench")
     main()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.cli import CONFIG_DIR, report_errors, start_command
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
@@ -19,5 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    set_repo_root()
+    start_command("eval")
     main()

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.cli import CONFIG_DIR, report_errors, start_command
 from visionbench.predict import predict
 
 
@@ -24,5 +24,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    set_repo_root()
+    start_command("predict")
     main()

@@ -13,7 +13,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.cli import CONFIG_DIR, report_errors, start_command
 from visionbench.data.prepare import clean_cache, import_source, print_counts
 
 
@@ -41,5 +41,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    set_repo_root()
+    start_command("prepare")
     main()

@@ -9,7 +9,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.cli import CONFIG_DIR, report_errors, start_command
 from visionbench.errors import ConfigError
 
 
@@ -33,5 +33,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    set_repo_root()
+    start_command("summary")
     main()

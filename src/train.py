@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from visionbench.cli import CONFIG_DIR, report_errors, set_repo_root
+from visionbench.cli import CONFIG_DIR, report_errors, start_command
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -20,5 +20,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    set_repo_root()
+    start_command("train")
     main()

@@ -25,6 +25,17 @@ def set_repo_root() -> None:
     os.environ.setdefault("VISIONBENCH_ROOT", str(REPO_ROOT))
 
 
+def start_command(config_name: str) -> None:
+    """What a Hydra entry point does before Hydra reads the command line: the repository root, and one
+    paragraph (exit status 1) for a key the composed config does not have."""
+    set_repo_root()
+    try:
+        check_override_keys(config_name, sys.argv[1:])
+    except ConfigError as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def user_message(err: VisionbenchError) -> str:
     """The paragraph of ``err``, also when a DataLoader worker raised it.
 
@@ -155,3 +166,64 @@ def in_distributed_job() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def check_override_keys(config_name: str, argv: list[str]) -> None:
+    """Answer a command-line key that the composed config does not have with one paragraph listing the
+    keys its node does have, before Hydra answers "Key 'x' is not in struct" without them.
+
+    Group choices (``model=cnn``, the first value of a sweep) are composed once, then every plain
+    ``a.b.c=value`` override (not ``+``/``~``, not ``hydra.*``) is looked up in the result.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except HydraException:
+        return  # Hydra's own parser error says what is wrong with the syntax
+    plain = [o for o in overrides if o.is_force_add() is False and o.is_add() is False and o.is_delete() is False]
+    keys = [o.key_or_group for o in plain if "." in o.key_or_group and not o.key_or_group.startswith("hydra.")]
+    if not keys:
+        return
+    choices = [f"{o.key_or_group}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.value()}"
+               for o in plain if "." not in o.key_or_group and o.package is None]  # fmt: skip
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+            cfg = compose(config_name, overrides=choices)
+    except HydraException:
+        return  # an unknown group option: Hydra's message lists the available ones
+    finally:
+        GlobalHydra.instance().clear()
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False)
+        if not isinstance(node, DictConfig) or leaf in node.keys():  # keys(): a ??? value counts
+            continue
+        raise ConfigError(unknown_key_message(key, node, cfg))
+
+
+def unknown_key_message(key: str, node: object, cfg: object) -> str:
+    """The paragraph for ``key``, a key its node (a ``DictConfig``) does not have."""
+    parent, _, leaf = key.rpartition(".")
+    group = parent.split(".", 1)[0]
+    options = [k for k in node.keys() if not str(k).startswith("_")]  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(leaf, options, n=1)
+    target = node.get("_target_") if hasattr(node, "get") else None  # type: ignore[union-attr]
+    has = f"It has: {', '.join(map(str, options))}." if options else "It has no keys of its own."
+    hint = f" Did you mean {parent}.{close[0]}?" if close else ""
+    extra = (
+        f" A setting that {target} takes but the config does not list is added with a +: +{key}=..."
+        if target
+        else f" A new key is added with a +: +{key}=..."
+    )
+    if group == "scheduler":
+        extra += (
+            " Any torch scheduler plugs in as scheduler=torch scheduler._target_=torch.optim.lr_scheduler.StepLR "
+            "+scheduler.step_size=1 (conf/scheduler/torch.yaml)."
+        )
+    return f"{key} is not a key of {parent}.{hint} {has}{extra}"
