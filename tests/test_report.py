@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from conftest import REPO, TINY, run_cli
 
 from visionbench.errors import ConfigError, DataNotFoundError
-from visionbench.report import build_report, markdown, write_report
+from visionbench.report import build_report, markdown, read_history, write_report
 from visionbench.sweep import FailedJobs
 
 def _search_override() -> str:
@@ -251,3 +252,43 @@ def test_fractional_epochs_are_shown_as_trained_not_rounded_to_whole_epochs(tmp_
         _fake_run(tmp_path / str(seed), [f"seed={seed}"], {**config, "seed": seed}, {"test/acc": 0.5, "epochs": value})
     row = markdown(build_report(tmp_path)).rstrip().splitlines()[-1]  # | seeds | test/acc | epochs |
     assert row.endswith(cell), row
+
+
+def _copy_results(run: Path, to: Path, history: bool) -> None:
+    """A run folder's config, metrics and (if ``history``) history.csv, without its checkpoints."""
+    shutil.copytree(run / ".hydra", to / ".hydra")
+    for name in ("metrics.json", *(["history.csv"] if history else [])):
+        shutil.copy(run / name, to / name)
+
+
+def test_report_draws_validation_against_time_per_model_and_counts_runs_without_history(multirun: Path, tmp_path: Path) -> None:
+    runs = sorted(d for d in multirun.iterdir() if (d / "metrics.json").is_file())
+    for i, run in enumerate(runs):
+        _copy_results(run, tmp_path / run.name, history=i > 0)  # the first as a run from before history.csv
+    report, files = write_report(tmp_path)
+    curves = files["report_shapes_curves.png"]
+    assert curves == tmp_path / "report_shapes_curves.png" and curves.stat().st_size > 0
+    [table] = report.tables
+    assert (table.monitor, table.without_history, table.curve_runs) == ("val/acc", 1, len(runs) - 1)
+    assert "1 run(s) without history.csv (trained before it was recorded) left out of the curves." in markdown(report)
+    assert str(curves) in run_cli("src/report.py", str(tmp_path)).stdout
+
+
+def test_a_report_of_runs_without_history_draws_no_curves(tmp_path: Path) -> None:
+    _fake_run(tmp_path / "a", ["seed=1"], {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}, "seed": 1}, {"test/acc": 0.5})
+    _, files = write_report(tmp_path)
+    assert "report_shapes_curves.png" not in files and not (tmp_path / "report_shapes_curves.png").exists()
+
+
+def test_history_rows_a_kill_cut_short_are_left_out_of_the_curve(tmp_path: Path) -> None:
+    (tmp_path / "history.csv").write_text("epoch,step,seconds,val/acc,val/loss\n1.0,4,3.5,0.25,2.0\n2.0,8,7.25,0.5,1.5\n3.0,12,1")
+    assert read_history(tmp_path, "val/acc") == ([3.5, 7.25], [0.25, 0.5])
+
+
+def test_segmentation_tables_lead_with_segnets_three_figures_in_its_order(tmp_path: Path) -> None:
+    config = {"task": {"name": "shapes_seg", "monitor": "val/miou"}, "model": {"name": "fcn"}, "seed": 1}
+    scores = {"val/miou_best": 0.3, "test/class_acc": 0.4, "test/loss": 1.0, "test/miou": 0.2, "test/pixel_acc": 0.6, "epochs": 2}
+    _fake_run(tmp_path / "a", ["seed=1"], config, scores)
+    [table] = build_report(tmp_path).tables
+    assert table.metrics == ["test/pixel_acc", "test/class_acc", "test/miou", "val/miou_best", "test/loss", "epochs"]
+    assert "| seeds | test/pixel_acc | test/class_acc | test/miou | val/miou_best |" in markdown(build_report(tmp_path))

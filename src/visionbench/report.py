@@ -6,7 +6,9 @@ per trial. Overrides shared by every run of a task are stated once above its tab
 as columns. Tasks get separate tables because their metrics differ (accuracy vs mIoU). Debug
 and eval runs are left out and counted, and failed sweep jobs (``failed_jobs.txt``) are
 listed, so that what is absent from a table is said rather than silent. Output: one Markdown
-file (for the README), and per task a CSV (raw numbers) and a PNG of the test metric.
+file (for the README), and per task a CSV (raw numbers), a PNG of the test metric and a PNG of
+the monitored validation metric against training time (each run's ``history.csv``: which network
+wins at equal cost; runs trained before the history was recorded are left out and counted).
 Imports no torch, so it runs in about a second.
 """
 
@@ -34,6 +36,8 @@ from visionbench.targets import TIME_TO
 SEED = "seed"
 NOT_A_SETTING = {SEED, "ckpt_path"}  # a resumed job (ckpt_path=..., same folder) is still its sweep's job
 TRAIN, DEBUG, EVAL = "train", "debug", "eval"
+HISTORY_FILE = "history.csv"  # each run's validation history (callbacks.history in conf/callbacks/default.yaml)
+SEGNET_FIGURES = ("pixel_acc", "class_acc", "miou")  # SegNet's order: global, class-average accuracy, mIoU
 SKIPPED_WHY = {
     DEBUG: "smoke tests (`debug=...` or `trainer.fast_dev_run`), not results",
     EVAL: "`src/eval.py` re-tests a checkpoint; the tables compare training runs",
@@ -57,6 +61,11 @@ class Run:
     def seed(self) -> int | None:
         seed = self.config.get(SEED)
         return seed if isinstance(seed, int) else None
+
+    @property
+    def monitor(self) -> str:
+        task = self.config.get("task")
+        return str(task.get("monitor", "")) if isinstance(task, dict) else ""
 
     @property
     def finished_at(self) -> float:
@@ -202,6 +211,12 @@ class Table:
     metrics: list[str]  # columns, in display order
     primary: str  # the test metric of the plot and the sort order
     rows: list[Row]
+    monitor: str = ""  # the validation metric of the curves
+    without_history: int = 0  # runs trained before history.csv was written: not in the curves
+
+    @property
+    def curve_runs(self) -> int:
+        return sum(len(row.runs) for row in self.rows) - self.without_history
 
 
 @dataclass
@@ -222,13 +237,15 @@ def _best_trial(root: Path) -> str:
 
 
 def _reported_metrics(runs: Sequence[Run]) -> list[str]:
-    """Best validation and test scores (not per-class entries such as ``test/iou/cat``), then cost."""
+    """SegNet's three test figures in its order (segmentation), best validation and test scores (not
+    per-class entries such as ``test/iou/cat``), then cost."""
     names = {k for r in runs for k in r.metrics if k.count("/") == 1}
+    segnet = [f"test/{name}" for name in SEGNET_FIGURES if f"test/{name}" in names]
     best = sorted(k for k in names if k.startswith("val/") and k.endswith("_best"))
-    test = sorted(k for k in names if k.startswith("test/"))
+    test = sorted(k for k in names if k.startswith("test/") and k not in segnet)
     cost = [k for k in ("params", "epochs", "wall_time_s") if any(k in r.metrics for r in runs)]
     targets = sorted({k for r in runs for k in r.metrics if k.startswith(TIME_TO)}, key=lambda k: float(k.rsplit("@", 1)[1]))
-    return best + test + cost + targets
+    return segnet + best + test + cost + targets
 
 
 def _primary_metric(runs: Sequence[Run], metrics: Sequence[str]) -> str:
@@ -257,7 +274,8 @@ def _table(task: str, runs: Sequence[Run]) -> Table:
     ]
     primary = _primary_metric(runs, metrics)
     rows.sort(key=lambda row: -row.stats[primary].mean if primary in row.stats else math.inf)
-    return Table(task, common, metrics, primary, rows)
+    without_history = sum(not (r.path / HISTORY_FILE).is_file() for r in runs)
+    return Table(task, common, metrics, primary, rows, runs[0].monitor, without_history)
 
 
 def _skipped(runs: Sequence[Run]) -> list[str]:
@@ -338,7 +356,10 @@ def _table_markdown(table: Table) -> list[str]:
             *(row.stats[m].format(_digits(m), _is_count(m)) if m in row.stats else "" for m in table.metrics),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    lines.append("")
+    if table.without_history:
+        lines += [f"{table.without_history} run(s) without {HISTORY_FILE} (trained before it was recorded) left out of the curves.", ""]
+    return lines
 
 
 def markdown(report: Report) -> str:
@@ -367,9 +388,58 @@ def plot(table: Table, path: Path) -> None:
     figure.savefig(path)
 
 
+def read_history(run_dir: Path, monitor: str) -> tuple[list[float], list[float]]:
+    """Training seconds and the monitored value of each validation pass in ``history.csv``; a row a
+    kill cut short (the last line, half written) is left out."""
+    seconds, values = [], []
+    with (run_dir / HISTORY_FILE).open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                point = float(row["seconds"]), float(row[monitor])
+            except (KeyError, TypeError, ValueError):
+                continue
+            seconds.append(point[0])
+            values.append(point[1])
+    return seconds, values
+
+
+def plot_curves(table: Table, path: Path) -> None:
+    """The monitored validation metric against training wall-clock time: one line per run, the runs of
+    a row (its seeds) in the row's colour (each seed validates at its own times, so they are drawn
+    rather than averaged); dotted lines at the task's targets, where the time-to columns are read."""
+    figure = Figure(figsize=(7.0, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    curves = [
+        (i, read_history(run.path, table.monitor))
+        for i, row in enumerate(table.rows)
+        for run in row.runs
+        if (run.path / HISTORY_FILE).is_file()
+    ]
+    longest = max((max(seconds, default=0.0) for _, (seconds, _) in curves), default=0.0)
+    unit, scale = ("min", 60.0) if longest >= 600 else ("s", 1.0)
+    labelled: set[int] = set()
+    for i, (seconds, values) in curves:
+        colour = f"C{i % 10}"
+        label = None if i in labelled else table.rows[i].label
+        labelled.add(i)
+        ax.plot([s / scale for s in seconds], values, marker=".", color=colour, label=label)
+    task = table.rows[0].runs[0].config.get("task")
+    for target in (task.get("targets") if isinstance(task, dict) else None) or []:
+        ax.axhline(float(target), color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlabel(f"training time ({unit})")
+    ax.set_ylabel(table.monitor)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="one line per run; seeds share a colour", title_fontsize=8)
+    ax.set_title(f"{table.task}: {table.monitor} against training time", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def write_report(root: Path, out_dir: Path | None = None) -> tuple[Report, dict[str, Path]]:
-    """Write ``report.md`` (every table and note) and, per task, ``report_<task>.csv`` and ``report_<task>.png``
-    into ``out_dir`` (default: ``root``); the files are returned by name."""
+    """Write ``report.md`` (every table and note) and, per task, ``report_<task>.csv``, ``report_<task>.png``
+    and, when its runs have a history, ``report_<task>_curves.png`` into ``out_dir`` (default: ``root``);
+    the files are returned by name."""
     report = build_report(root)
     out_dir = out_dir or root
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -379,4 +449,7 @@ def write_report(root: Path, out_dir: Path | None = None) -> tuple[Report, dict[
         paths += [out_dir / f"report_{table.task}.csv", out_dir / f"report_{table.task}.png"]
         write_csv(table, paths[-2])
         plot(table, paths[-1])
+        if table.curve_runs:
+            paths.append(out_dir / f"report_{table.task}_curves.png")
+            plot_curves(table, paths[-1])
     return report, {p.name: p for p in paths}
