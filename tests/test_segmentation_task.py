@@ -17,10 +17,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from visionbench.data.batch_augment import normalize_uint8
+from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX
 from visionbench.models.base import AuxOutput
 from visionbench.run import train
-from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores, sliding_window_logits
+from visionbench.tasks.segmentation import (
+    SegmentationTask,
+    class_pixels,
+    median_frequency_weights,
+    segmentation_scores,
+    sliding_window_logits,
+)
 
 V = IGNORE_INDEX
 NUM_CLASSES = 4
@@ -124,6 +131,53 @@ def test_loss_ignores_void_pixels() -> None:
     changed = logits.clone()
     changed[..., 1, 1:] = torch.randn(NUM_CLASSES, 2) * 10  # the two void pixels
     assert torch.equal(task.loss(logits, target), task.loss(changed, target))
+
+
+# Three training masks of 3 classes. By hand, void left out of both counts:
+# pixels: c0 = 4 + 2 = 6, c1 = 1 + 3 = 4, c2 = 4; pixels of the images holding the class:
+# c0 = 5 + 6 = 11 (A, B), c1 = 5 + 3 = 8 (A, C), c2 = 6 (B). freq = 6/11, 1/2, 2/3; median 6/11.
+WEIGHT_MASKS = [
+    torch.tensor([[0, 0, 0], [0, 1, V]]),
+    torch.tensor([[0, 0, 2], [2, 2, 2]]),
+    torch.tensor([[1, 1, 1], [V, V, V]]),
+]
+HAND_MEDIAN_FREQUENCY = [1.0, 12 / 11, 9 / 11]
+
+
+def test_median_frequency_weights_match_a_hand_computation() -> None:
+    counted = class_pixels((m.numpy().astype("uint8") for m in WEIGHT_MASKS), 3)
+    assert counted == ([6, 4, 4], [11, 8, 6])
+    assert torch.allclose(median_frequency_weights(*counted, ["a", "b", "c"]), torch.tensor(HAND_MEDIAN_FREQUENCY, dtype=torch.float64))
+
+
+def test_median_of_an_even_number_of_classes_is_the_mean_of_the_middle_two() -> None:
+    weights = median_frequency_weights([1, 2, 3, 4], [10, 10, 10, 10], list("abcd"))  # freq .1 .2 .3 .4, median .25
+    assert torch.allclose(weights, torch.tensor([2.5, 1.25, 0.25 / 0.3, 0.625], dtype=torch.float64))
+
+
+def test_a_class_absent_from_the_training_masks_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"task.module.class_weights=median_frequency.*\['c3'\]"):
+        make_task(PredictionEcho(), class_weights="median_frequency", class_pixels=([5, 1, 2, 0], [9, 9, 9, 0]))
+
+
+def test_unknown_segmentation_class_weights_name_the_choices() -> None:
+    with pytest.raises(ConfigError, match="task.module.class_weights 'balanced'.*median_frequency"):
+        make_task(PredictionEcho(), class_weights="balanced")
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer: the loss metric is read directly
+def test_training_loss_is_median_frequency_weighted_and_the_evaluation_loss_plain() -> None:
+    pixels = ([6, 4, 4, 5], [11, 8, 6, 10])  # a 4th class, so the echo network's 4 classes are weighted
+    task = make_task(PredictionEcho(), class_weights="median_frequency", class_pixels=pixels)
+    weight = median_frequency_weights(*pixels, task.class_names).float()
+    assert torch.equal(task.class_weight, weight) and "class_weight" not in task.state_dict()
+    logits, target = torch.randn(1, NUM_CLASSES, 2, 3), TARGETS[1][None]
+    weighted = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)
+    plain = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    assert torch.allclose(task.loss(logits, target), weighted) and not torch.allclose(weighted, plain)
+    x = PREDS[1][None, None].float().expand(1, 3, 2, 3)
+    task._evaluate((x, target), "val")
+    assert torch.allclose(task.eval_loss["val"].compute(), F.cross_entropy(task(x), target, ignore_index=IGNORE_INDEX))
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

@@ -38,6 +38,7 @@ from visionbench.measure import count_parameters
 from visionbench.seeding import stream_seed
 from visionbench.tasks.base import VisionTask
 from visionbench.tasks.optim import optimization_arguments
+from visionbench.tasks.segmentation import class_pixels
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,14 @@ def input_size(task_cfg: DictConfig) -> tuple[int, int]:
 
 def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     net = instantiate(cfg.model.net, num_classes=datamodule.num_classes)
-    counts: dict[str, list[int]] = {}
+    counts: dict[str, Any] = {}
     if cfg.task.kind == "classification" and cfg.task.module.get("class_weights") is not None:
         # The weights of the training loss come from the training split's class counts.
         labels = torch.tensor(datamodule.train_labels(), dtype=torch.long)
         counts["class_counts"] = torch.bincount(labels, minlength=datamodule.num_classes).tolist()
+    if cfg.task.kind == "segmentation" and cfg.task.module.get("class_weights") is not None:
+        # Median-frequency weights come from the training split's masks, read once.
+        counts["class_pixels"] = class_pixels(datamodule.train_masks(), datamodule.num_classes)  # type: ignore[attr-defined]
     task: VisionTask = instantiate(
         cfg.task.module,
         net=net,

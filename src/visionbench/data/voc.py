@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from visionbench.data.augment import SegAugment
 from visionbench.data.base import STAGES, VisionDataModule
 from visionbench.data.pair_layouts import LAYOUTS, VOC_CLASSES, ImageMaskPairs, PairLayout
+from visionbench.data.readers import load_mask
 from visionbench.data.storage import CachedPairs
 from visionbench.data.transforms import MEAN_PIXEL, eval_transform, pad_collate, train_steps, train_transform
 from visionbench.errors import ConfigError
@@ -115,6 +117,19 @@ class VOCSegmentationDataModule(VisionDataModule):
 
     def items(self, stage: str) -> ImageMaskPairs:
         return self.source.split(self.split_name(stage))
+
+    def train_masks(self) -> Iterator[np.ndarray]:
+        """Every training mask as training reads it (void as 255): from the uint8 cache with
+        ``pipeline="cached"`` (built here if absent, as ``setup`` would), else from its file."""
+        items = self.items("train")
+        if self.pipeline == "cached":
+            cache = items.cache(self.root)
+            assert cache.masks is not None
+            for index, (height, width) in enumerate(cache.sizes):
+                yield cache.masks.read(index)[:height, :width]
+        else:
+            for _, mask_path in items.pairs:
+                yield load_mask(mask_path, items.num_classes, items.split, items.ignore_index)
 
     def sample_transform(self, stage: str) -> Callable[[Any, Any], tuple[Any, Any]]:
         return train_transform(self.crop, self.augment) if stage == "train" else eval_transform()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,7 +13,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionbench.data.batch_augment import normalize_uint8
-from visionbench.masks import IGNORE_INDEX
+from visionbench.errors import ConfigError
+from visionbench.masks import IGNORE_INDEX, class_colormap
 from visionbench.tasks.base import OptimizerFactory, VisionTask
 
 STAGES = ("val", "test")
@@ -45,6 +48,55 @@ def segmentation_scores(confmat: Tensor) -> SegmentationScores:
     iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
     recall = torch.where(truth > 0, tp / truth.clamp(min=1), nan)
     return SegmentationScores(pixel_acc=tp.sum() / cm.sum(), class_acc=recall.nanmean(), miou=iou.nanmean(), iou=iou)
+
+
+class ClassPixels(NamedTuple):
+    """What median-frequency weights are computed from, per class, over a split's masks."""
+
+    pixels: list[int]  # labelled pixels of class c
+    image_pixels: list[int]  # labelled pixels of the images in which class c is present
+
+
+def class_pixels(masks: Iterable[np.ndarray], num_classes: int) -> ClassPixels:
+    """Count ``ClassPixels`` over index masks (void, 255, is neither a class nor counted in an
+    image's pixels: the loss never sees it)."""
+    pixels = np.zeros(num_classes, dtype=np.int64)
+    image_pixels = np.zeros(num_classes, dtype=np.int64)
+    for mask in masks:
+        labelled = np.asarray(mask).ravel()
+        labelled = labelled[labelled != IGNORE_INDEX]
+        counts = np.bincount(labelled, minlength=num_classes)[:num_classes]
+        pixels += counts
+        image_pixels += (counts > 0) * labelled.size
+    return ClassPixels(pixels.tolist(), image_pixels.tolist())
+
+
+def median_frequency_weights(pixels: Sequence[int], image_pixels: Sequence[int], class_names: Sequence[str]) -> Tensor:
+    """Median-frequency balancing (Eigen & Fergus 2015; SegNet's choice for CamVid): class c weighs
+    median(freq) / freq_c with freq_c = pixels_c / image_pixels_c, so classes rarer than the median
+    (poles, signs, cyclists) weigh more than 1 and road and sky less."""
+    absent = [name for name, count in zip(class_names, pixels) if count == 0]
+    if absent:
+        raise ConfigError(
+            f"task.module.class_weights=median_frequency weighs class c by median(freq) / freq_c, but class(es) {absent} "
+            "have no pixel in the training masks, so their weight would be infinite. Use task.module.class_weights=null, "
+            "or train on a split whose masks hold every class of task.data.class_names."
+        )
+    freq = torch.tensor(pixels, dtype=torch.float64) / torch.tensor(image_pixels, dtype=torch.float64)
+    return freq.quantile(0.5) / freq  # numpy's median: the mean of the middle two for an even count
+
+
+def task_colormap(palette: Sequence[Sequence[int]] | None, class_names: Sequence[str]) -> np.ndarray:
+    """``class_colormap`` of ``task.module.palette``, which must colour every class."""
+    if palette is not None and len(palette) < len(class_names):
+        raise ConfigError(
+            f"task.module.palette has {len(palette)} colour(s) for the {len(class_names)} classes {list(class_names)}: "
+            "give one [r, g, b] per class in mask-index order, or null for VOC's colour map."
+        )
+    try:
+        return class_colormap(palette)
+    except ValueError as err:
+        raise ConfigError(f"task.module.palette: {err}. Give one [r, g, b] per class, e.g. [[128,128,128],[128,0,0]].") from None
 
 
 def window_stride(window: tuple[int, int], stride: tuple[int, int] | None) -> tuple[int, int]:
@@ -88,7 +140,17 @@ class SegmentationTask(VisionTask):
     the update, not left to ``ignore_index`` (mishandled by some torchmetrics releases,
     torchmetrics#1385/#2558). ``eval_mode="slide"`` evaluates in overlapping ``window`` tiles
     (the training crop) instead of the whole image at once.
+
+    ``class_weights="median_frequency"`` weights the training loss by ``median_frequency_weights``
+    of ``class_pixels`` (the training split's, counted by ``build_task``). Validation and test
+    losses stay the plain cross-entropy, comparable across runs whatever their training objective.
+
+    ``palette`` (one ``[r, g, b]`` per class, in index order; None: VOC's colour map) is the
+    dataset's own class colours, which every drawing of its masks uses (``colormap``): the figure
+    callbacks and, since the config travels in the checkpoint, prediction.
     """
+
+    class_weight: Tensor | None
 
     def __init__(
         self,
@@ -99,11 +161,27 @@ class SegmentationTask(VisionTask):
         eval_mode: Literal["whole", "slide"] = "whole",
         window: tuple[int, int] = (320, 480),
         stride: tuple[int, int] | None = None,
+        class_weights: str | None = None,
+        class_pixels: ClassPixels | Sequence[Sequence[int]] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,  # scheduler, class_names, ...: VisionTask's
     ) -> None:
         super().__init__(net, num_classes, optimizer, monitor="val/miou", monitor_mode="max", **kwargs)
         if eval_mode not in ("whole", "slide"):
             raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
+        if class_weights not in (None, "median_frequency"):
+            raise ConfigError(
+                f"Unknown task.module.class_weights {class_weights!r}. Use null (plain cross-entropy: the default) or "
+                "'median_frequency' (class c weighs median(freq) / freq_c over the training masks, as SegNet's)."
+            )
+        weight = None
+        if class_weights is not None:
+            if class_pixels is None:
+                raise ValueError("class_weights='median_frequency' needs class_pixels, the training masks' ClassPixels")
+            weight = median_frequency_weights(*class_pixels, self.class_names).float()
+        # Not persistent: recomputed from the data at every build, so checkpoints load with or without it.
+        self.register_buffer("class_weight", weight, persistent=False)
+        self.colormap = task_colormap(palette, self.class_names)
         self.eval_mode = eval_mode
         self.window = (int(window[0]), int(window[1]))
         self.stride = window_stride(self.window, stride)
@@ -111,7 +189,9 @@ class SegmentationTask(VisionTask):
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in STAGES})
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+        """The training loss: class-weighted when ``class_weights`` is set (the mean over the
+        labelled pixels' weights, PyTorch's weighted mean)."""
+        return F.cross_entropy(logits, y, weight=self.class_weight, ignore_index=IGNORE_INDEX)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -141,7 +221,8 @@ class SegmentationTask(VisionTask):
         valid = y != IGNORE_INDEX
         n_valid = int(valid.sum())
         if n_valid:
-            self.eval_loss[stage].update(self.loss(logits, y), weight=n_valid)
+            plain = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)  # no class weights
+            self.eval_loss[stage].update(plain, weight=n_valid)
             self.confmat[stage].update(logits.argmax(1)[valid], y[valid])
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
         return logits
