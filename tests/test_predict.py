@@ -23,6 +23,7 @@ from visionbench.data.predict_files import input_files, predict_loader
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.cli import report_errors
 from visionbench.errors import ConfigError
+from visionbench.masks import voc_palette
 from visionbench.predict import default_output_dir, load_task, predict
 from visionbench.run import train
 from visionbench.tasks.classification import ClassificationTask
@@ -182,7 +183,8 @@ def save_segmentation_checkpoint(path: Path, net: TinySegNet, module: dict[str, 
     return path
 
 
-def test_segmentation_checkpoint_writes_a_palette_mask_and_an_overlay(images: Path, tmp_path: Path) -> None:
+def test_segmentation_checkpoint_writes_a_palette_mask_and_a_figure_in_vocs_colours(images: Path, tmp_path: Path) -> None:
+    """A checkpoint whose config has no task.module.palette (written before it existed) draws in VOC's colours."""
     net = TinySegNet(2)
     with torch.no_grad():
         net.conv.weight.zero_()
@@ -192,9 +194,10 @@ def test_segmentation_checkpoint_writes_a_palette_mask_and_an_overlay(images: Pa
     out = tmp_path / "out"
     predict(tmp_path / "seg.ckpt", images / "sub", out, echo=lambda _: None)
     mask = Image.open(out / "alpha.png.mask.png")
-    assert mask.mode == "P" and mask.size == (64, 40)
+    assert mask.mode == "P" and mask.size == (64, 40) and mask.getpalette() == voc_palette()
     assert np.unique(np.asarray(mask)).tolist() == [1]  # pure red everywhere
-    assert Image.open(out / "alpha.png.overlay.png").size == (64, 40)
+    figure = np.asarray(Image.open(out / "alpha.png.png").convert("RGB")).reshape(-1, 3)
+    assert (figure == [128, 0, 0]).all(axis=1).sum() > 64 * 40  # VOC's class 1, the prediction panel drawn larger than the image
     assert np.unique(np.asarray(Image.open(out / "print.jpg.mask.png"))).tolist() == [0]  # CMYK cyan: no red
     assert read_csv(out / "predictions.csv") == [
         {"path": "alpha.png", "mask": "alpha.png.mask.png", "fraction_background": "0.0", "fraction_red": "1.0"},

@@ -1,8 +1,9 @@
-"""Every drawing of the project: masks in the PASCAL VOC colour map, and the matplotlib figures
+"""Every drawing of the project: masks in their dataset's colours, and the matplotlib figures
 that the TensorBoard callbacks log and prediction saves.
 
-Masks are coloured with VOC's own palette (``visionbench.masks.voc_palette``; 255, the void
-border, is cream), so predictions look like the dataset's ``SegmentationClass/*.png`` in
+Masks are coloured with a ``colormap`` (256 x 3 uint8, ``visionbench.masks.class_colormap``): the
+task's own (``SegmentationTask.colormap``: CamVid's 11 colours for ``task=camvid``), by default
+VOC's (255, the void border, is cream), so predictions look like the dataset's label images in
 TensorBoard, in prediction outputs and in any image viewer. Figures are built as ``Figure``
 objects on an Agg canvas, never through pyplot: no GUI backend, no global figure registry to
 leak from a long training run, and the same figure goes to TensorBoard (``add_figure``) or to a
@@ -19,37 +20,41 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from PIL import Image
 from torch import Tensor
 
 from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from visionbench.masks import IGNORE_INDEX, voc_palette
+from visionbench.masks import IGNORE_INDEX, class_colormap
 
-VOC_COLORMAP = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
+VOC_COLORMAP = class_colormap(None)
 
 PREDICTED = "tab:blue"
 TRUE_AND_PREDICTED = "tab:green"
 TRUE_ONLY = "tab:red"
 
 
-def colorize(mask: np.ndarray) -> np.ndarray:
-    """Class-index mask ``(H, W)`` -> RGB ``(H, W, 3)`` uint8; 255 keeps VOC's boundary colour."""
-    return VOC_COLORMAP[np.asarray(mask, dtype=np.uint8)]
+def colorize(mask: np.ndarray, colormap: np.ndarray = VOC_COLORMAP) -> np.ndarray:
+    """Class-index mask ``(H, W)`` -> RGB ``(H, W, 3)`` uint8 in ``colormap``."""
+    return colormap[np.asarray(mask, dtype=np.uint8)]
 
 
-def palette_image(mask: np.ndarray) -> Image.Image:
-    """A mode ``P`` image with the VOC palette: same file format as ``SegmentationClass/*.png``."""
+def palette_image(mask: np.ndarray, colormap: np.ndarray = VOC_COLORMAP) -> Image.Image:
+    """A mode ``P`` image with ``colormap`` as its palette: the pixel values stay the class indices
+    (as VOC's ``SegmentationClass/*.png``) and any viewer shows the dataset's colours."""
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
-    image.putpalette(VOC_COLORMAP.flatten().tolist())
+    image.putpalette(colormap.flatten().tolist())
     return image
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the coloured mask over an RGB uint8 image; background (0) and ignored pixels stay clear."""
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, colormap: np.ndarray = VOC_COLORMAP) -> np.ndarray:
+    """Blend the coloured mask over an RGB uint8 image; void pixels and black classes (VOC's
+    background) stay clear."""
     blended = image.astype(np.float32)
-    labelled = (mask != 0) & (mask != IGNORE_INDEX)
-    blended[labelled] = (1 - alpha) * blended[labelled] + alpha * colorize(mask)[labelled]
+    colours = colorize(mask, colormap)
+    labelled = (mask != IGNORE_INDEX) & colours.any(axis=-1)
+    blended[labelled] = (1 - alpha) * blended[labelled] + alpha * colours[labelled]
     return blended.round().astype(np.uint8)
 
 
@@ -175,11 +180,47 @@ def class_bars_figure(values: np.ndarray, class_names: Sequence[str], xlabel: st
     return figure
 
 
-def segmentation_figure(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
-    """image | prediction | ground truth per row, masks in the VOC colour map."""
-    figure = new_figure(7.5, 2.6 * len(rows))
-    for r, (image, pred, target) in enumerate(rows):
-        for c, (panel, title) in enumerate(((image, "image"), (colorize(pred), "prediction"), (colorize(target), "ground truth"))):
-            _show(figure.add_subplot(len(rows), 3, 3 * r + c + 1), panel, title)
-    figure.tight_layout()
+@dataclass(frozen=True)
+class SegmentationRow:
+    """One image of a segmentation figure: its pixels, predicted mask and, when known, true mask."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    prediction: np.ndarray  # (H, W) class indices
+    target: np.ndarray | None = None
+    name: str = ""
+
+
+LEGEND_COLUMNS = 6
+
+
+def legend_height(num_classes: int) -> float:
+    """Inches that ``class_legend`` takes below the panels."""
+    return 0.2 * -(-num_classes // LEGEND_COLUMNS) + 0.15
+
+
+def class_legend(figure: Figure, class_names: Sequence[str], colormap: np.ndarray) -> None:
+    """A legend of every class in its colour along the bottom of ``figure``."""
+    handles = [Patch(facecolor=colormap[i] / 255, edgecolor="0.4", label=name) for i, name in enumerate(class_names)]
+    columns = min(len(class_names), LEGEND_COLUMNS)
+    figure.legend(handles=handles, loc="lower center", ncol=columns, fontsize=7, frameon=False, handlelength=1.2)
+
+
+def segmentation_figure(rows: Sequence[SegmentationRow], class_names: Sequence[str], colormap: np.ndarray = VOC_COLORMAP) -> Figure:
+    """image | ground truth | prediction per row (no ground-truth panel when no row has one), masks in
+    ``colormap``, and a legend of the classes in their colours."""
+    panels = 3 if any(row.target is not None for row in rows) else 2
+    height, width = rows[0].image.shape[:2]
+    panel = 7.5 / 3 if panels == 3 else 3.5
+    legend = legend_height(len(class_names))
+    figure = new_figure(panel * panels, (panel * height / width + 0.35) * len(rows) + legend)
+    for r, row in enumerate(rows):
+        shown = [(row.image, row.name or "image")]
+        if panels == 3:
+            target = colorize(row.target, colormap) if row.target is not None else np.zeros_like(row.image)
+            shown.append((target, "ground truth"))
+        shown.append((colorize(row.prediction, colormap), "prediction"))
+        for c, (pixels, title) in enumerate(shown):
+            _show(figure.add_subplot(len(rows), panels, panels * r + c + 1), pixels, title)
+    class_legend(figure, class_names, colormap)
+    figure.tight_layout(rect=(0, legend / figure.get_figheight(), 1, 1))
     return figure

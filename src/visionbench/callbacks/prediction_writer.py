@@ -20,7 +20,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
@@ -28,7 +27,7 @@ from torch import Tensor
 from visionbench.callbacks.progress import clock
 from visionbench.data.atomic import atomic_path
 from visionbench.data.predict_files import ImageFile, PredictBatch
-from visionbench.drawing import Prediction, overlay, palette_image, predictions_figure
+from visionbench.drawing import VOC_COLORMAP, Prediction, SegmentationRow, palette_image, predictions_figure, segmentation_figure
 from visionbench.errors import ConfigError
 from visionbench.tasks.classification import ClassRanking
 
@@ -163,17 +162,25 @@ class ClassificationWriter(PredictionWriter):
 
 
 class SegmentationWriter(PredictionWriter):
-    """``path, mask, fraction_<class>...`` (share of the image's pixels); ``<name>.mask.png`` (VOC
-    palette) and, as its figure, ``<name>.overlay.png``."""
+    """``path, mask, fraction_<class>...`` (share of the image's pixels); ``<name>.mask.png`` (a
+    palette PNG of class indices in the task's colours, ``SegmentationTask.colormap``) and, as its
+    figure, ``<name>.png`` (image | prediction, with the class legend)."""
+
+    colormap: np.ndarray = VOC_COLORMAP  # the task's, from on_predict_start
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.colormap = pl_module.colormap
+        super().on_predict_start(trainer, pl_module)
 
     def rows(self, prediction: Tensor, files: list[ImageFile], class_names: Sequence[str]) -> Iterator[Row]:
         masks = prediction.cpu().numpy()
         for file, padded in zip(files, masks, strict=True):
             height, width = file.image.shape[:2]
             mask = padded[:height, :width]  # the batch's padding is not part of the image
-            palette_image(mask).save(self._output(file.name, ".mask.png"))
+            palette_image(mask, self.colormap).save(self._output(file.name, ".mask.png"))
             if self.figures:
-                Image.fromarray(overlay(file.image, mask)).save(self._output(file.name, ".overlay.png"))
+                figure = segmentation_figure([SegmentationRow(file.image, mask, name=file.name)], class_names, self.colormap)
+                figure.savefig(self._output(file.name, ".png"))
             counts = np.bincount(mask.ravel(), minlength=len(class_names))
             fractions = {f"fraction_{c}": round(float(n / mask.size), 6) for c, n in zip(class_names, counts)}
             yield {"path": file.name, "mask": f"{file.name}.mask.png", **fractions}

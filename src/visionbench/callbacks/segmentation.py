@@ -1,5 +1,6 @@
-"""TensorBoard figures for segmentation: training samples with their masks, image | prediction |
-ground truth triplets in the VOC colour map, and per-class IoU."""
+"""TensorBoard figures for segmentation: training samples with their masks, image | ground truth |
+prediction triplets with a class legend, in the task's colours (``SegmentationTask.colormap``), and
+per-class IoU."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
-from visionbench.drawing import class_bars_figure, overlay, sample_grid, segmentation_figure, unnormalize
+from visionbench.drawing import SegmentationRow, class_bars_figure, overlay, sample_grid, segmentation_figure, unnormalize
 from visionbench.tasks.segmentation import segmentation_scores
 
 
@@ -29,19 +30,19 @@ class SegmentationFigures(ValidationFigures):
     def draw_train_samples(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         images = unnormalize(batch[0][: self.num_train_images])
         masks = batch[1][: self.num_train_images].cpu().numpy()
-        overlays = [overlay(image, mask) for image, mask in zip(images, masks, strict=True)]
+        overlays = [overlay(image, mask, colormap=pl_module.colormap) for image, mask in zip(images, masks, strict=True)]
         add_figure(writer, "train/samples", sample_grid(np.stack(overlays), [""] * len(overlays), columns=4), trainer.global_step)
 
     def draw(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, matrix: np.ndarray) -> None:
         step = trainer.global_step
+        names = class_names(pl_module, len(matrix))
         if self.fixed_val_samples(trainer):
             samples, images, logits = self.predict_fixed(trainer, pl_module)
             pixels, predicted = unnormalize(images), logits.argmax(dim=1).cpu().numpy()
             rows = []
             for j, (_, mask) in enumerate(samples):
                 h, w = mask.shape[-2:]  # crop the validation padding away
-                rows.append((pixels[j, :h, :w], predicted[j, :h, :w], mask.cpu().numpy()))
-            add_figure(writer, "val/segmentation", segmentation_figure(rows), step)
-        names = class_names(pl_module, len(matrix))
+                rows.append(SegmentationRow(pixels[j, :h, :w], predicted[j, :h, :w], mask.cpu().numpy()))
+            add_figure(writer, "val/segmentation", segmentation_figure(rows, names, pl_module.colormap), step)
         iou = segmentation_scores(torch.from_numpy(matrix)).iou.numpy()
         add_figure(writer, "val/per_class_iou", class_bars_figure(iou, names, "IoU"), step)
