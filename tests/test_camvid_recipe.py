@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
+from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
 from test_seg_folder_task import CAMVID_CLASSES, CAMVID_SPLITS, camvid_mask, write_image, write_mask
@@ -21,8 +22,9 @@ from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX, class_colormap, voc_palette
 from visionbench.predict import predict
 from visionbench.run import build_datamodule, build_task, check_model_task, train
-from visionbench.tasks.optim import check_scheduler
-from visionbench.tasks.segmentation import task_colormap
+from visionbench.tasks.classification import ClassificationTask
+from visionbench.tasks.optim import Horizon, check_scheduler, optimization_arguments, poly_schedule
+from visionbench.tasks.segmentation import SegmentationTask, task_colormap
 
 CAMVID_COLOURS = [
     (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
@@ -126,3 +128,40 @@ def test_camvid_fast_trains_on_camvid_layout_and_predicts_in_camvids_colours(com
     assert mask.mode == "P" and [tuple(c) for c in np.reshape(mask.getpalette()[:33], (11, 3)).tolist()] == CAMVID_COLOURS
     drawn = {tuple(c) for c in np.asarray(Image.open(out / f"{name}.png.png").convert("RGB")).reshape(-1, 3).tolist()}
     assert set(CAMVID_COLOURS) <= drawn  # the legend's patches at least
+
+
+def head_lr_task(compose_cfg, model: str, *overrides: str) -> SegmentationTask | ClassificationTask:
+    cfg = compose_cfg([f"model={model}", "optimizer=adamw", "optimizer.lr=0.01", *overrides])
+    kind = "segmentation" if model in ("fcn", "fcn8s", "fpn") else "classification"
+    task_class = SegmentationTask if kind == "segmentation" else ClassificationTask
+    return task_class(instantiate(cfg.model.net, num_classes=3), 3, **optimization_arguments(cfg))
+
+
+@pytest.mark.parametrize("model", ["fcn", "fcn8s", "fpn"])
+def test_head_lr_mult_trains_the_decoder_faster_than_the_backbone_through_the_schedule(compose_cfg, model: str) -> None:
+    task = head_lr_task(compose_cfg, model, "optimizer.head_lr_mult=10", "optimizer.norm_weight_decay=0.0")
+    optimizer = task.configure_optimizers()
+    backbone = {id(p) for p in task.net.get_submodule("trunk.backbone" if model == "fpn" else "backbone").parameters()}
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in task.parameters())  # every parameter once
+    for group in optimizer.param_groups:
+        in_backbone = {id(p) in backbone for p in group["params"]}
+        assert len(in_backbone) == 1 and group["lr"] == (0.01 if in_backbone == {True} else 0.1)
+        assert group["weight_decay"] == (optimizer.defaults["weight_decay"] if group["params"][0].ndim > 1 else 0.0)
+    schedule = poly_schedule(optimizer, Horizon(total_steps=20, steps_per_epoch=5), warmup_epochs=1)
+    for _ in range(7):  # into the warmup and past it
+        optimizer.step()
+        schedule.step()
+        head, trunk = max(g["lr"] for g in optimizer.param_groups), min(g["lr"] for g in optimizer.param_groups)
+        assert head == pytest.approx(10 * trunk) and trunk > 0
+
+
+def test_without_head_lr_mult_every_parameter_learns_at_the_optimizers_lr(compose_cfg) -> None:
+    optimizer = head_lr_task(compose_cfg, "fcn8s").configure_optimizers()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.01]
+
+
+def test_head_lr_mult_on_a_network_without_a_backbone_names_the_key(compose_cfg) -> None:
+    task = head_lr_task(compose_cfg, "cnn", "optimizer.head_lr_mult=10")
+    with pytest.raises(ConfigError, match=r"optimizer.head_lr_mult=10 .*PlainCNN has none"):
+        task.configure_optimizers()

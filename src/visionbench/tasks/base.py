@@ -48,6 +48,7 @@ class VisionTask(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         norm_weight_decay: float | None = None,
+        head_lr_mult: float | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -56,6 +57,7 @@ class VisionTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.norm_weight_decay = norm_weight_decay  # null: norm layers and biases decay like the rest
+        self.head_lr_mult = head_lr_mult  # null: the head outside the network's backbone learns at the optimizer's lr
         self.monitor = monitor
         self.monitor_mode = monitor_mode
         self.channels_last = channels_last
@@ -165,7 +167,7 @@ class VisionTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer and its schedule, stepped per optimizer step (``visionbench.tasks.optim``)."""
-        return configure(self, self.optimizer_factory, self.scheduler_factory, self.norm_weight_decay)
+        return configure(self, self.optimizer_factory, self.scheduler_factory, self.norm_weight_decay, self.head_lr_mult)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite_weights()  # raised before Lightning writes the file

@@ -57,44 +57,74 @@ Rate = Callable[[float, int], float]  # (the optimizer's lr, optimizer step) -> 
 
 
 def optimization_arguments(cfg: DictConfig) -> dict[str, Any]:
-    """The task's ``optimizer``, ``scheduler`` and ``norm_weight_decay`` arguments from the run's
-    top-level groups; ``{}`` for a run config written before those groups existed (its
+    """The task's ``optimizer``, ``scheduler``, ``norm_weight_decay`` and ``head_lr_mult`` arguments from
+    the run's top-level groups; ``{}`` for a run config written before those groups existed (its
     ``task.module`` holds its own optimizer nodes, and evaluation never calls them)."""
     if "optimizer" not in cfg:
         return {}
     optimizer_cfg = cfg.optimizer.copy()
     with open_dict(optimizer_cfg):
         norm_weight_decay = optimizer_cfg.pop("norm_weight_decay", None)
+        head_lr_mult = optimizer_cfg.pop("head_lr_mult", None)
     scheduler_cfg = cfg.get("scheduler")
     return {
         "optimizer": instantiate(optimizer_cfg, _convert_="all"),
         "scheduler": schedule_of(scheduler_cfg) if scheduler_cfg else None,
         "norm_weight_decay": norm_weight_decay,
+        "head_lr_mult": head_lr_mult,
     }
 
 
-def parameter_groups(module: nn.Module, norm_weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: the rest (the optimizer's own weight decay), then norm-layer parameters and
-    every bias with ``norm_weight_decay``. Empty groups are left out."""
-    decayed: list[nn.Parameter] = []
-    exempt: list[nn.Parameter] = []
+def parameter_groups(
+    module: nn.Module, norm_weight_decay: float | None = None, head_lr_mult: float | None = None, lr: float = 0.0
+) -> list[dict[str, Any]]:
+    """Up to four groups, in this order: the trunk's decayed parameters, the trunk's norm-layer
+    parameters and biases (with ``norm_weight_decay``, when set), then the same two of the head at
+    ``lr x head_lr_mult`` (when set). The trunk is every parameter inside a submodule named
+    ``backbone`` (the ResNet trunk of FCN, FCN-8s and FPN); the head is the rest, the decoder
+    that a pretrained trunk's recipes train faster. Empty groups are left out."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(h, e): [] for h in (False, True) for e in (False, True)}
     seen: set[int] = set()
-    for layer in module.modules():
+    for layer_name, layer in module.named_modules():
         for name, param in layer.named_parameters(recurse=False):
             if id(param) in seen:  # a shared parameter belongs to one group only
                 continue
             seen.add(id(param))
-            (exempt if isinstance(layer, NORM_LAYERS) or name == "bias" else decayed).append(param)
-    groups = [{"params": decayed}, {"params": exempt, "weight_decay": norm_weight_decay}]
-    return [group for group in groups if group["params"]]
+            exempt = norm_weight_decay is not None and (isinstance(layer, NORM_LAYERS) or name == "bias")
+            head = head_lr_mult is not None and "backbone" not in layer_name.split(".")
+            groups[(head, exempt)].append(param)
+    out = []
+    for (head, exempt), params in groups.items():
+        group: dict[str, Any] = {"params": params}
+        if exempt:
+            group["weight_decay"] = norm_weight_decay
+        if head and head_lr_mult is not None:
+            group["lr"] = lr * head_lr_mult
+        out.append(group)
+    return [group for group in out if group["params"]]
 
 
-def build_optimizer(factory: Callable[..., Optimizer], module: nn.Module, norm_weight_decay: float | None = None) -> Optimizer:
+def build_optimizer(
+    factory: Callable[..., Optimizer], module: nn.Module, norm_weight_decay: float | None = None, head_lr_mult: float | None = None
+) -> Optimizer:
     """``factory`` (a ``_partial_`` optimizer) over ``module``'s parameters; one group unless
-    ``norm_weight_decay`` is set (null: norm layers and biases decay like the rest)."""
-    if norm_weight_decay is None:
+    ``norm_weight_decay`` (null: norm layers and biases decay like the rest) or ``head_lr_mult``
+    (null: the head learns at the trunk's rate) is set."""
+    if norm_weight_decay is None and head_lr_mult is None:
         return factory(params=module.parameters())
-    return factory(params=parameter_groups(module, norm_weight_decay))
+    lr = 0.0
+    if head_lr_mult is not None:
+        if not (isinstance(head_lr_mult, (int, float)) and head_lr_mult > 0):
+            raise ConfigError(f"optimizer.head_lr_mult={head_lr_mult} must be a number > 0 (e.g. 10), or null: the head at the trunk's lr.")
+        if not any("backbone" in name.split(".") for name, _ in module.named_modules()):
+            net = getattr(module, "net", module)
+            raise ConfigError(
+                f"optimizer.head_lr_mult={head_lr_mult} multiplies the lr of the parameters outside the network's "
+                f"trunk (a submodule named 'backbone'), and {type(net).__name__} has none: set optimizer.head_lr_mult=null, "
+                "or use a network with a backbone (model=fcn, fcn8s or fpn)."
+            )
+        lr = float(factory.keywords["lr"])  # type: ignore[attr-defined]  # a Hydra partial: every optimizer config sets lr
+    return factory(params=parameter_groups(module, norm_weight_decay, head_lr_mult, lr))
 
 
 @dataclass(frozen=True)
@@ -472,9 +502,10 @@ def configure(
     factory: Callable[..., Optimizer],
     schedule: Schedule | None,
     norm_weight_decay: float | None = None,
+    head_lr_mult: float | None = None,
 ) -> Any:
     """What ``configure_optimizers`` returns: the optimizer, and its schedule as Lightning steps it."""
-    optimizer = build_optimizer(factory, task, norm_weight_decay)
+    optimizer = build_optimizer(factory, task, norm_weight_decay, head_lr_mult)
     if schedule is None:
         return optimizer
     return {"optimizer": optimizer, "lr_scheduler": schedule(task, optimizer)}
