@@ -18,7 +18,6 @@ from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.data.atomic import write_text_atomic
 from visionbench.errors import ConfigError
 
-HISTORY_FILE = "history.csv"
 FIXED_COLUMNS = ("epoch", "step", "seconds")
 
 
