@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench report tensorboard data-simpsons data-voc clean-cache clean
+.PHONY: install test demo compare bench report tensorboard data-simpsons data-voc clean-cache clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ demo: $(STAMP)  ## plain CNN vs small ResNet on the built-in dataset, then a com
 bench: $(STAMP)  ## speed/cost/quality table of every model (logs/bench/<time>/, and its section of docs/results.md), then the data-path benchmark
 	$(PY) src/bench.py results_doc=docs/results.md
 	$(PY) -m visionbench.bench.data_speed logs/bench/data
+
+# Which network wins at equal cost: experiment=simpsons_budget (every classification network, the same
+# wall-clock budget each), then the report of that sweep (table + validation accuracy against time).
+#   make compare [BUDGET=00:00:05:00] [TASK=shapes] [ARGS="model=cnn,resnet_small seed=1,2"]
+compare: $(STAMP)  ## every classification network for the same wall-clock budget, then its report (BUDGET=DD:HH:MM:SS per network, TASK=, ARGS=)
+	@sweep=$${VISIONBENCH_LOG_DIR:-logs}/simpsons_budget/multiruns/$$(date +%Y-%m-%d_%H-%M-%S) && \
+	$(PY) src/train.py -m experiment=simpsons_budget $(if $(TASK),task=$(TASK)) $(if $(BUDGET),trainer.max_time=$(BUDGET)) $(ARGS) hydra.sweep.dir=$$sweep && \
+	$(PY) src/report.py $$sweep
 
 report: $(STAMP)  ## one table per task (Markdown; CSV + PNG per task) of the training runs under DIR: make report DIR=logs/train/multiruns/<time>
 	$(PY) src/report.py $(or $(DIR),logs)
