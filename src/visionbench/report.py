@@ -427,6 +427,7 @@ def plot_curves(table: Table, path: Path) -> None:
     task = table.rows[0].runs[0].config.get("task")
     for target in (task.get("targets") if isinstance(task, dict) else None) or []:
         ax.axhline(float(target), color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlim(left=0)
     ax.set_xlabel(f"training time ({unit})")
     ax.set_ylabel(table.monitor)
     ax.grid(alpha=0.3)
