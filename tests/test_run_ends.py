@@ -47,14 +47,19 @@ def _wait_for(path: Path, pattern: str, process: subprocess.Popen, timeout: floa
 
 @pytest.mark.slow
 def test_sigterm_leaves_a_checkpoint_a_resume_line_and_status_143_and_the_resume_finishes(tmp_path: Path) -> None:
+    """SIGTERM to the whole process group, loader workers included, as SLURM (scancel, preemption,
+    the time limit) and ``pkill -f`` send it: a worker killed first used to end the run with
+    "DataLoader worker is killed by signal" and no checkpoint."""
     run_dir = tmp_path / "run"
     args = [
-        "src/train.py", "task=shapes", "model=resnet_small", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=60",
-        "trainer.limit_val_batches=3", "callbacks.figures=null", f"hydra.run.dir={run_dir}",
+        "src/train.py", "task=shapes", "model=resnet_small", *TINY, "task.data.num_workers=1", "trainer.max_epochs=2",
+        "trainer.limit_train_batches=60", "trainer.limit_val_batches=3", "callbacks.figures=null", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
-    process = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     _wait_for(run_dir / "train.log", "epoch 1/2", process)
-    process.send_signal(signal.SIGTERM)  # what SLURM sends at preemption or the time limit
+    os.killpg(process.pid, signal.SIGTERM)  # what SLURM sends at preemption or the time limit, to every process
     stdout, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]

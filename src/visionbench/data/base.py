@@ -4,11 +4,13 @@ samples that depend only on their draw (seed, epoch, index, repeat). A task's Da
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.accelerators import CPUAccelerator
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Subset, default_collate
 
@@ -28,6 +30,18 @@ from visionbench.seeding import stream_seed
 
 SAMPLERS = ("shuffle", "balanced")
 STAGES = ("train", "val", "test")
+
+
+def start_loader_worker(worker_id: int) -> None:
+    """Lightning's worker seeding, and SIGTERM left to the main process.
+
+    SLURM (scancel, preemption, the time limit) and ``pkill -f`` signal every process of the job,
+    loader workers included. A worker killed by it made the main process fail with "DataLoader
+    worker is killed by signal" before Lightning could write ``interrupted.ckpt``; ignoring it
+    here lets the main process checkpoint and then shut its workers down itself.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)
 
 
 class SeededSamples(Dataset):
@@ -220,6 +234,7 @@ class VisionDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_fn,
+            worker_init_fn=start_loader_worker,
             # Its own generator, so creating an iterator (workers' base seed) draws nothing from
             # the global RNG, which a resumed run creates at a different point than a straight one.
             generator=torch.Generator().manual_seed(self.seed),
