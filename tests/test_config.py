@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,27 @@ def test_training_the_built_in_data_at_another_size_resizes_it_instead_of_regene
     larger.setup("fit")
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "shapes").rglob("*.jpg")} == files and files  # not rewritten
     assert larger.datasets["train"][0][0].shape == (3, 64, 64)  # resized by the cache instead
+
+
+@pytest.mark.parametrize("experiment", ["simpsons_budget", "camvid_budget"])
+def test_every_network_of_an_equal_budget_sweep_composes_with_keys_its_class_takes(compose_cfg, experiment: str) -> None:
+    """The sweep's settings go to every network it names: none may carry a key only one network takes
+    (the fast recipe's model.net.init reached ResNet50 when the budget experiment inherited it)."""
+    models = compose_cfg([f"experiment={experiment}"], "train").hydra.sweeper.params.model.split(",")
+    for model in models:
+        cfg = compose_cfg([f"experiment={experiment}", f"model={model}"])
+        net = {k: v for k, v in cfg.model.net.items() if not k.startswith("_")}
+        inspect.signature(get_class(cfg.model.net._target_)).bind_partial(**net)
+        assert cfg.scheduler._target_.endswith("budget_schedule") and cfg.trainer.max_epochs == -1
+
+
+def test_the_fast_recipe_starts_at_chance_balances_the_classes_and_reports_tta_beside_the_plain_scores(compose_cfg) -> None:
+    cfg = compose_cfg(["experiment=simpsons_fast"])
+    assert cfg.model.net.init == "keras" and cfg.task.data.sampler == "balanced" and cfg.ema_decay == 0.999
+    assert cfg.task.module.tta == "flip" and cfg.trainer.max_epochs == 15 and cfg.task.monitor == "val/acc"
+
+
+@pytest.mark.parametrize(("overrides", "precision"), [([], "32-true"), (["experiment=simpsons_fast"], "32-true"), (["trainer.precision=bf16-mixed"], "bf16-mixed")])
+def test_bf16_autocast_only_where_requested(compose_cfg, overrides: list[str], precision: str) -> None:
+    """bf16 is ~3x faster on a CPU with AMX but 4-10x slower on one without bf16 instructions: never a default."""
+    assert compose_cfg(overrides).trainer.precision == precision
