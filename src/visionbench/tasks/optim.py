@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 from hydra.utils import get_object, instantiate
@@ -36,10 +36,19 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from visionbench.errors import ConfigError
 
-if TYPE_CHECKING:
-    from visionbench.tasks.base import VisionTask
-
 log = logging.getLogger(__name__)
+
+
+class MonitoredTask(Protocol):
+    """What a schedule reads of its task (``tasks.base.VisionTask``, which imports this module): the
+    trainer, for the run's length, and the monitored metric, for plateau schedulers."""
+
+    @property
+    def trainer(self) -> L.Trainer: ...
+
+    monitor: str
+    monitor_mode: str
+
 
 # Layers whose weights are scales and shifts, not filters: torchvision's references exempt them
 # (and biases) from weight decay with --norm-weight-decay 0.
@@ -481,7 +490,7 @@ class Schedule:
         self.build = build
         self.interval = interval
 
-    def __call__(self, task: VisionTask, optimizer: Optimizer) -> dict[str, Any]:
+    def __call__(self, task: MonitoredTask, optimizer: Optimizer) -> dict[str, Any]:
         """Lightning's ``lr_scheduler`` config for ``optimizer``: a builder of this module gets the
         run's horizon; a plateau scheduler watches ``task.monitor``, in ``task.monitor_mode`` unless
         the node sets its own ``mode``."""
@@ -498,7 +507,7 @@ class Schedule:
 
 
 def configure(
-    task: VisionTask,
+    task: L.LightningModule,
     factory: Callable[..., Optimizer],
     schedule: Schedule | None,
     norm_weight_decay: float | None = None,
@@ -508,4 +517,4 @@ def configure(
     optimizer = build_optimizer(factory, task, norm_weight_decay, head_lr_mult)
     if schedule is None:
         return optimizer
-    return {"optimizer": optimizer, "lr_scheduler": schedule(task, optimizer)}
+    return {"optimizer": optimizer, "lr_scheduler": schedule(cast(MonitoredTask, task), optimizer)}
