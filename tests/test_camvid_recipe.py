@@ -14,7 +14,7 @@ from conftest import TINY
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
-from test_seg_folder_task import CAMVID_CLASSES, CAMVID_SPLITS, camvid_mask, write_image, write_mask
+from test_seg_folder_task import CAMVID_CLASSES, CAMVID_SPLITS, camvid_mask, camvid_root, write_image, write_mask  # noqa: F401 (camvid_root: a fixture)
 from test_segmentation_task import HAND_MEDIAN_FREQUENCY, WEIGHT_MASKS
 
 from visionbench.drawing import SegmentationRow, segmentation_figure
@@ -30,17 +30,6 @@ CAMVID_COLOURS = [
     (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 ]  # fmt: skip  SegNet's, in class order
-
-
-@pytest.fixture
-def camvid_root(tmp_path: Path) -> Path:
-    """SegNet's CamVid layout, every class in every mask, void (11) across the top rows."""
-    root = tmp_path / "camvid"
-    for split, names in CAMVID_SPLITS.items():
-        for name in names:
-            write_image(root / split / f"{name}.png")
-            write_mask(root / f"{split}annot" / f"{name}.png", camvid_mask())
-    return root
 
 
 @pytest.mark.parametrize("pipeline", ["pil", "cached"])
