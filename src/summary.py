@@ -15,7 +15,7 @@ from visionbench.errors import ConfigError
 
 def summarize(cfg: DictConfig) -> str:
     from visionbench.bench.summary import layer_table
-    from visionbench.run import check_model_task, input_size
+    from visionbench.compose import check_model_task, input_size
 
     check_model_task(cfg.model, cfg.task)
     if cfg.task.get("num_classes") is None:

@@ -22,7 +22,7 @@ from visionbench.data.augment import Augment, BatchAffine, auto_augmentation, ba
 from visionbench.data.batch_augment import BatchTransform, normalize_uint8
 from visionbench.data.transforms import classification_transform
 from visionbench.errors import ConfigError
-from visionbench.run import build_datamodule, build_task
+from visionbench.compose import build_datamodule, build_task
 
 # The article's augmentation reduced to the identity (no warp, brightness 1, no flip), so the
 # recipes' effects are seen alone.

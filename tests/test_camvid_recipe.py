@@ -21,7 +21,8 @@ from visionbench.drawing import SegmentationRow, segmentation_figure
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX, class_colormap, voc_palette
 from visionbench.predict import predict
-from visionbench.run import build_datamodule, build_task, check_model_task, train
+from visionbench.compose import build_datamodule, build_task, check_model_task
+from visionbench.run import train
 from visionbench.tasks.classification import ClassificationTask
 from visionbench.tasks.optim import Horizon, check_scheduler, optimization_arguments, poly_schedule
 from visionbench.tasks.segmentation import SegmentationTask, task_colormap

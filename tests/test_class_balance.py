@@ -24,7 +24,7 @@ from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.storage import FileSamples
 from visionbench.data.split import TRAIN_DIR, read_manifest
 from visionbench.errors import ConfigError
-from visionbench.run import build_datamodule, build_task
+from visionbench.compose import build_datamodule, build_task
 from visionbench.seeding import stream_seed
 from visionbench.tasks.classification import ClassificationTask, balanced_class_weights
 

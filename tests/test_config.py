@@ -10,7 +10,7 @@ from conftest import REPO, run_cli
 from hydra.utils import get_class, instantiate
 
 from visionbench.errors import ConfigError
-from visionbench.run import check_model_task
+from visionbench.compose import check_model_task
 
 TASKS = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))

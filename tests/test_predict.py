@@ -24,8 +24,9 @@ from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.cli import report_errors
 from visionbench.errors import ConfigError
 from visionbench.masks import voc_palette
-from visionbench.predict import default_output_dir, load_task, predict
+from visionbench.predict import default_output_dir, predict
 from visionbench.run import train
+from visionbench.tasks.base import VisionTask
 from visionbench.tasks.classification import ClassificationTask
 
 
@@ -108,7 +109,7 @@ def test_figures_false_writes_only_the_csv(checkpoint: Path, images: Path, tmp_p
 
 
 def test_predict_preprocessing_equals_the_validation_dataset(checkpoint: Path) -> None:
-    task = load_task(checkpoint)
+    task = VisionTask.from_checkpoint(checkpoint)
     config = task.run_config["task"]["data"]
     data = SimpsonsDataModule(config["root"], image_size=config["image_size"], split=config["split"])
     val = data.dataset("val")
@@ -142,16 +143,41 @@ def test_prediction_is_trainer_predict_with_a_prediction_writer(
 
 def test_class_names_stored_in_the_checkpoint_are_used(checkpoint: Path, tmp_path: Path) -> None:
     content = torch.load(checkpoint, weights_only=True)
-    names = [f"class {i}" for i in range(len(load_task(checkpoint).class_names))]
+    names = [f"class {i}" for i in range(len(VisionTask.from_checkpoint(checkpoint).class_names))]
     content["visionbench_class_names"] = names
     torch.save(content, tmp_path / "named.ckpt")
-    assert load_task(tmp_path / "named.ckpt").class_names == names
+    assert VisionTask.from_checkpoint(tmp_path / "named.ckpt").class_names == names
+
+
+def test_a_loaded_task_is_for_inference_only_and_builds_no_optimizer(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_optimizer(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loading a task for inference built an optimizer")
+
+    monkeypatch.setattr(torch.optim.Optimizer, "__init__", no_optimizer)
+    task = VisionTask.from_checkpoint(checkpoint)
+    assert not task.training
+    with pytest.raises(ConfigError, match="built for inference"):
+        task.configure_optimizers()
+
+
+def test_an_old_checkpoint_without_class_names_reads_them_from_its_data_or_says_how(checkpoint: Path, tmp_path: Path) -> None:
+    content = torch.load(checkpoint, weights_only=True)
+    names = VisionTask.from_checkpoint(checkpoint).class_names
+    del content["visionbench_class_names"]
+    torch.save(content, tmp_path / "old.ckpt")
+    assert VisionTask.from_checkpoint(tmp_path / "old.ckpt").class_names == names  # its training data is still there
+    data = content["visionbench_config"]["task"]["data"]
+    data.update(root=str(tmp_path / "moved"), generator=None)  # real data that moved, not built-in data made anew
+    torch.save(content, tmp_path / "moved.ckpt")
+    with pytest.raises(ConfigError, match="before checkpoints carried their class names") as error:
+        VisionTask.from_checkpoint(tmp_path / "moved.ckpt")
+    assert str(tmp_path / "moved") in str(error.value)
 
 
 def test_a_checkpoint_without_run_config_is_a_config_error(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     with pytest.raises(ConfigError, match="visionbench_config"):
-        load_task(tmp_path / "plain.ckpt")
+        VisionTask.from_checkpoint(tmp_path / "plain.ckpt")
 
 
 class TinySegNet(nn.Module):

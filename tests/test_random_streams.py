@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from visionbench.data.sampler import EpochShuffleSampler
-from visionbench.run import EpochSeed
+from visionbench.callbacks.epoch_seed import EpochSeed
 from visionbench.seeding import stream_seed
 
 

@@ -15,7 +15,8 @@ import yaml
 from conftest import TINY, run_cli
 from omegaconf import OmegaConf, open_dict
 
-from visionbench.run import eval_task, run_params
+from visionbench.hparams import run_params
+from visionbench.run import eval_task
 
 # cnn and resnet_small train through train.py in the session's multirun fixture and many tests.
 CLASSIFIERS = ["resnet50", "vgg19", "inception_v1"]

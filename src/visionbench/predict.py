@@ -10,57 +10,17 @@ decode as images are listed and skipped; a run where none decodes is an error.
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from visionbench.callbacks.prediction_writer import PredictResult, prediction_writer
-from visionbench.checkpoint import load_checkpoint
 from visionbench.data.predict_files import input_files, predict_loader
 from visionbench.errors import ConfigError, CorruptDataError
-from visionbench.run import tidy_lightning_output
+from visionbench.console import quiet_lightning, tidy_lightning_output
 from visionbench.tasks.base import VisionTask
-from visionbench.tasks.optim import optimization_arguments
-
-
-def _class_names(checkpoint: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    """From the checkpoint when it stores them, else from the training DataModule (same order as in training)."""
-    names = checkpoint.get("visionbench_class_names")
-    if names:
-        return list(names)
-    return list(instantiate(config["task"]["data"], _convert_="all").class_names)
-
-
-def load_task(ckpt_path: Path) -> VisionTask:
-    """The task of a visionbench checkpoint, in eval mode, with its network's weights (``weights_only``:
-    no code runs while loading) and ``run_config`` the checkpoint's.
-
-    ``class_weights`` is left out: the training loss's weights need the training split's counts,
-    and prediction computes no loss.
-    """
-    checkpoint = load_checkpoint(ckpt_path)
-    config = checkpoint["visionbench_config"]
-    names = _class_names(checkpoint, config)
-    module = {key: value for key, value in config["task"]["module"].items() if key != "class_weights"}
-    task: VisionTask = instantiate(
-        module,
-        net=instantiate(config["model"]["net"], num_classes=len(names)),
-        num_classes=len(names),
-        class_names=names,
-        **optimization_arguments(OmegaConf.create(config)),
-        _convert_="partial",
-    )
-    task.net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")})
-    task.run_config = config
-    return task.eval()
 
 
 def default_output_dir(ckpt_path: Path) -> Path:
@@ -79,24 +39,6 @@ def prediction_trainer(device: str, writer: L.Callback) -> L.Trainer:
         accelerator=target.type, devices=devices, logger=False, callbacks=[writer], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """stdout holds only the summary: Lightning's device lines ("GPU available: ...") are not shown.
-    Nor are two warnings that do not apply: its hint to add loader workers (decoding is small next to
-    the forward and the figures), and that it cannot track which samples a batch holds (each
-    ``PredictBatch`` names its files itself)."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message="Couldn't infer the batch indices.*")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _listed(skipped: list[tuple[Path, str]], limit: int = 5) -> str:
@@ -120,7 +62,7 @@ def predict(
         raise ConfigError(f"top_k={top_k}: pass how many of the most likely classes to list, at least 1 (default 5).")
     output_dir = output_dir or default_output_dir(ckpt_path)
     files = input_files(input_path, output_dir)
-    task = load_task(ckpt_path)
+    task = VisionTask.from_checkpoint(ckpt_path)
     kind = task.run_config["task"]["kind"]
     writer = prediction_writer(kind, output_dir, len(files), top_k, figures)
     loader = predict_loader(files, input_path, kind, task.run_config["task"]["data"], batch_size)

@@ -1,4 +1,6 @@
-"""Build a run from its composed config and execute it (the logic behind src/train.py and src/eval.py)."""
+"""Execute a run from its composed config: train then test, or evaluate a checkpoint (the logic
+behind src/train.py and src/eval.py); metrics.json, resume checks and the exit of an interrupted run.
+The parts are built by ``visionbench.compose``."""
 
 from __future__ import annotations
 
@@ -8,217 +10,32 @@ import shlex
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
 
 from visionbench.callbacks.interrupt import INTERRUPTED_CHECKPOINT
 from visionbench.callbacks.progress import epochs_trained
 from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.callbacks.wall_clock import WallClock
 from visionbench.checkpoint import load_checkpoint
+from visionbench.compose import build_datamodule, build_task, build_trainer, check_accelerator, check_model_task
 from visionbench.config_checks import check_numeric_knobs
+from visionbench.console import tidy_lightning_output
 from visionbench.data.atomic import write_text_atomic
-from visionbench.data.base import VisionDataModule
 from visionbench.errors import ConfigError
+from visionbench.hparams import log_hyperparams, run_params
 from visionbench.measure import count_parameters
-from visionbench.seeding import stream_seed
 from visionbench.tasks.base import VisionTask
-from visionbench.tasks.optim import optimization_arguments
-from visionbench.tasks.segmentation import class_pixels
 
 log = logging.getLogger(__name__)
-
-
-def check_model_task(model_cfg: DictConfig, task_cfg: DictConfig) -> None:
-    """Fail at config time when the network serves another task kind (e.g. fcn on shapes)."""
-    target = model_cfg.net._target_
-    kind = getattr(get_class(target), "task_kind", None)
-    if kind != task_cfg.kind:
-        raise ConfigError(
-            f"model={model_cfg.name} ({target}) is a {kind} network but task={task_cfg.name} is a "
-            f"{task_cfg.kind} task. Pick a {task_cfg.kind} model (see conf/model/), or a task of kind {kind}."
-        )
-
-
-def build_datamodule(cfg: DictConfig) -> VisionDataModule:
-    datamodule: VisionDataModule = instantiate(cfg.task.data, _convert_="all")
-    datamodule.prepare_data()
-    return datamodule
-
-
-def input_size(task_cfg: DictConfig) -> tuple[int, int]:
-    """(H, W) the network sees in training: the image size, or the segmentation crop."""
-    if task_cfg.kind == "classification":
-        return (task_cfg.data.image_size, task_cfg.data.image_size)
-    height, width = task_cfg.data.crop
-    return (height, width)
-
-
-def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
-    net = instantiate(cfg.model.net, num_classes=datamodule.num_classes)
-    counts: dict[str, Any] = {}
-    if cfg.task.kind == "classification" and cfg.task.module.get("class_weights") is not None:
-        # The weights of the training loss come from the training split's class counts.
-        labels = torch.tensor(datamodule.train_labels(), dtype=torch.long)
-        counts["class_counts"] = torch.bincount(labels, minlength=datamodule.num_classes).tolist()
-    if cfg.task.kind == "segmentation" and cfg.task.module.get("class_weights") is not None:
-        # Median-frequency weights come from the training split's masks, read once.
-        counts["class_pixels"] = class_pixels(datamodule.train_masks(), datamodule.num_classes)  # type: ignore[attr-defined]
-    task: VisionTask = instantiate(
-        cfg.task.module,
-        net=net,
-        num_classes=datamodule.num_classes,
-        class_names=datamodule.class_names,
-        **counts,
-        channels_last=cfg.get("channels_last", False),
-        compile=cfg.get("compile", False),
-        **optimization_arguments(cfg),  # the top-level optimizer/scheduler groups
-        _convert_="partial",
-    )
-    # Set after instantiation: the config holds `_target_` nodes that instantiate would build.
-    task.run_config = OmegaConf.to_container(cfg, resolve=True)
-    if not cfg.get("compile", False):  # a compiled net would compile again for the summary's eval forward
-        # One image through the network at start-up: the model summary gets its shapes and FLOPs columns.
-        task.example_input_array = torch.zeros(1, 3, *input_size(cfg.task))
-    return task
-
-
-class NoAdvertisements(logging.Filter):
-    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines from a user's log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
-
-
-def tidy_lightning_output() -> None:
-    """``import lightning`` gives the ``lightning`` logger a console handler of its own, and its
-    records also reach the root logger, which Hydra sends to the console and ``train.log``: every
-    Lightning line was printed twice. The root's handlers alone now print them, without the
-    advertisements for Lightning's cloud services. Lightning 2.6's
-    own use of a pytree API that torch 2.14 deprecates warns at every fit; nothing a user can fix."""
-    logging.getLogger("lightning").handlers.clear()
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, NoAdvertisements) for f in logger.filters):
-            logger.addFilter(NoAdvertisements())
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-
-
-class EpochSeed(Callback):
-    """Reseed the global RNGs (batch augmentation, dropout) from (seed, epoch, rank) at every
-    training epoch.
-
-    Lightning checkpoints do not hold RNG states, so without this a run resumed at epoch k
-    would continue from the RNG state of a fresh start, not from the straight run's state. The
-    rank is part of the key: with one seed on every process, batch position k would get the
-    same augmentation and dropout mask on every GPU, and the global batch would vary less than
-    the single-process run it stands for. Loader workers seed each sample from (seed, epoch,
-    index) themselves (``SeededSamples``).
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seed = stream_seed(self.seed, trainer.current_epoch, trainer.global_rank)
-        L.seed_everything(seed % 2**32, workers=True, verbose=False)
-
-
-def check_accelerator(trainer_cfg: DictConfig) -> None:
-    """``trainer=gpu``/``ddp`` on a machine without CUDA: say so before any data is prepared."""
-    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator={trainer_cfg.accelerator} needs a CUDA GPU, and PyTorch sees none here "
-            "(torch.cuda.is_available() is False). Use trainer=cpu, or trainer=ddp_cpu for 2 processes on CPU."
-        )
-
-
-def build_trainer(cfg: DictConfig, *extra: Callback) -> L.Trainer:
-    """The trainer of the config's callbacks and loggers, with ``extra`` callbacks (e.g. a ``WallClock``)."""
-    callbacks: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += [*extra, EpochSeed(cfg.seed)]
-    if cfg.get("ema_decay") is not None:
-        # Validation sees the averaged weights, checkpoints hold them, so the test scores them too.
-        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
-    label = sweep_label()  # TensorBoard names a sweep's runs by what differs, not by job number alone
-    loggers: list[Logger] = [
-        instantiate(lg, version=label) if label and lg.get("_target_", "").endswith("TensorBoardLogger") else instantiate(lg)
-        for lg in (cfg.get("logger") or {}).values()
-        if lg is not None
-    ]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-
-def flat_params(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config flattened to dotted keys, for TensorBoard's HParams tab."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}." if not str(k).startswith("_") else prefix)
-        elif not (prefix.endswith("_target_.") or prefix == ""):
-            out[prefix.rstrip(".")] = node if isinstance(node, (int, float, str, bool)) else str(node)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
-
-
-# What TensorBoard's HParams tab shows, in this order: the choices that decide a number.
-KEY_PARAMS = (
-    "model.name", "task.name", "seed", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum",
-    "scheduler", "scheduler.warmup_epochs", "task.data.batch_size", "task.data.image_size", "trainer.max_epochs",
-    "trainer.max_time", "trainer.precision", "task.module.label_smoothing", "task.module.class_weights", "task.data.sampler",
-    "ema_decay", "channels_last", "task.data.pipeline",
-)  # fmt: skip
-
-
-def run_params(cfg: DictConfig, datamodule: VisionDataModule) -> dict[str, Any]:
-    """The hyperparameters a run logs: ``KEY_PARAMS``, every augmentation key, every key set on the
-    command line, and the number of classes the data really has (``task.num_classes`` is the
-    reference split's, for summary.py and the bench). The whole config stays in
-    ``.hydra/config.yaml``; logged flat, its ~150 keys buried these under callback targets."""
-    flat = flat_params(cfg)
-    flat["optimizer"] = _target_name(cfg.get("optimizer"))
-    flat["scheduler"] = _target_name(cfg.get("scheduler")).removesuffix("_schedule") or "none"
-    overridden = [o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
-    keys = [*KEY_PARAMS, *(k for k in flat if k.startswith("task.data.augment.")), *overridden, *(f"{k}.name" for k in overridden)]
-    params = {k: flat[k] for k in dict.fromkeys(keys) if k in flat}
-    return {**params, "task.num_classes": datamodule.num_classes}
-
-
-def _target_name(node: Any) -> str:
-    """``torch.optim.AdamW`` -> ``AdamW``; '' for a node without a target."""
-    target = node.get("_target_") if isinstance(node, DictConfig) else None
-    return str(target).rsplit(".", 1)[-1] if target else ""
-
-
-def sweep_label() -> str | None:
-    """In a multirun, what this job sets differently from the others (``model=resnet_small,seed=2,lr=0.003``),
-    from the command line's sweeps and the Optuna search space; ``None`` in a single run."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    hydra_cfg = HydraConfig.get()
-    parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
-    swept |= set((OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}).keys())
-    job = dict(o.lstrip("+~").split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
-    parts = [f"{key.rsplit('.', 1)[-1]}={job[key]}" for key in job if key in swept]
-    return ",".join(parts) or None
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -247,19 +64,6 @@ def check_resume(cfg: DictConfig) -> None:
             "overrides as before; trainer.max_epochs is the new total). A new folder would lose the best "
             "checkpoint's score, and the test after training would pick the wrong checkpoint."
         )
-
-
-def log_hyperparams(trainer: L.Trainer, params: dict[str, Any], declared: list[str]) -> None:
-    """Hyperparameters for every logger; TensorBoard's HParams tab also needs the metric tags
-    declared up front. Lightning's ``log_hyperparams(params, metrics)`` declares them by logging
-    each metric's value at step 0, which drew a 0 that no epoch reached at the start of the
-    ``val/acc_best`` and ``test/acc`` curves; the summaries are written without it."""
-    for lg in trainer.loggers:
-        lg.log_hyperparams(params)  # with default_hp_metric=False, TensorBoard only stores them here
-        if isinstance(lg, TensorBoardLogger) and trainer.is_global_zero:
-            writer = lg.experiment._get_file_writer()  # what Lightning's own log_hyperparams writes to
-            for summary in hparams(params, dict.fromkeys(declared, 0.0)):
-                writer.add_summary(summary)
 
 
 def interrupted_exit(cfg: DictConfig, trainer: L.Trainer, stop: BaseException, metrics: dict[str, Any]) -> SystemExit:

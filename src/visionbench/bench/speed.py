@@ -37,7 +37,7 @@ from visionbench.measure import (
     step_times,
 )
 from visionbench.models.base import AuxOutput, TaskKind
-from visionbench.run import input_size
+from visionbench.compose import input_size
 
 PHASES = ("infer", "train")
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MinMetric
 
 from visionbench.data.batch_augment import normalize_uint8
-from visionbench.errors import VisionbenchError
+from visionbench.checkpoint import load_checkpoint
+from visionbench.errors import ConfigError, VisionbenchError
 from visionbench.models.base import AuxOutput
 from visionbench.tasks.optim import configure
 
@@ -33,14 +36,15 @@ class VisionTask(L.LightningModule):
     config key. Subclasses implement ``loss``, ``_evaluate`` and ``prediction`` and report the
     monitored value of each validation epoch to ``log_best`` (logged as ``<monitor>_best``).
     ``run_config`` (the resolved run config) is written into every checkpoint so
-    ``eval.py``/``predict.py`` can rebuild the network from the checkpoint alone.
+    ``eval.py``/``predict.py`` can rebuild the network from the checkpoint alone
+    (``from_checkpoint``). A task built without ``optimizer`` serves inference only.
     """
 
     def __init__(
         self,
         net: nn.Module,
         num_classes: int,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         class_names: list[str] | None = None,
         monitor: str = "val/loss",
@@ -62,7 +66,7 @@ class VisionTask(L.LightningModule):
         self.monitor_mode = monitor_mode
         self.channels_last = channels_last
         self.compile_net = compile
-        self.run_config: dict[str, Any] = {}  # set by visionbench.run.build_task
+        self.run_config: dict[str, Any] = {}  # set by visionbench.compose.build_task
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.val_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
         if channels_last:
@@ -167,9 +171,56 @@ class VisionTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer and its schedule, stepped per optimizer step (``visionbench.tasks.optim``)."""
+        if self.optimizer_factory is None:
+            raise ConfigError(
+                "This task was built for inference (VisionTask.from_checkpoint, or without an optimizer) and cannot "
+                "train. To continue training a checkpoint, run: python src/train.py <its overrides> ckpt_path=<checkpoint> "
+                "hydra.run.dir=<its run folder>."
+            )
         return configure(self, self.optimizer_factory, self.scheduler_factory, self.norm_weight_decay, self.head_lr_mult)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> VisionTask:
+        """The trained task of a visionbench checkpoint, in eval mode, for inference: the network
+        rebuilt from the run config stored inside and its weights loaded (``weights_only``: no code
+        runs while reading), the class names the checkpoint carries, ``run_config`` the checkpoint's.
+        No optimizer, scheduler or training-loss weights are built (those need the training split)."""
+        checkpoint = load_checkpoint(path)
+        config = checkpoint["visionbench_config"]
+        names = checkpoint.get("visionbench_class_names") or _class_names_from_data(path, config)
+        module = {key: value for key, value in config["task"]["module"].items() if key not in _TRAINING_ONLY}
+        task = instantiate(
+            module,
+            net=instantiate(config["model"]["net"], num_classes=len(names)),
+            num_classes=len(names),
+            class_names=list(names),
+            _convert_="partial",
+        )
+        if not isinstance(task, cls):
+            raise ConfigError(f"'{path}' holds a {type(task).__name__}, not a {cls.__name__}: load it with VisionTask.from_checkpoint.")
+        task.net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")})
+        task.run_config = config
+        return task.eval()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite_weights()  # raised before Lightning writes the file
         checkpoint["visionbench_config"] = self.run_config
         checkpoint["visionbench_class_names"] = list(self.class_names)
+
+
+# Module keys of a run config that only training uses: the loss's class weights need the training
+# split's counts, and old run configs held their optimizer nodes inside the module.
+_TRAINING_ONLY = ("class_weights", "optimizer", "scheduler")
+
+
+def _class_names_from_data(path: str | Path, config: dict[str, Any]) -> list[str]:
+    """Class names of a checkpoint written before they travelled inside it: its training data, in
+    the order training read them, if that data is still where the run found it."""
+    try:
+        return list(instantiate(config["task"]["data"], _convert_="all").class_names)
+    except VisionbenchError as err:
+        raise ConfigError(
+            f"'{path}' was written before checkpoints carried their class names, and its training data cannot be "
+            f"read to recover them ({str(err).splitlines()[0]}). Put the data back at task.data.root="
+            f"{config['task']['data'].get('root')} (or retrain): the class order is that of the training split."
+        ) from None

@@ -72,7 +72,7 @@ class ClassificationTask(VisionTask):
         self,
         net: nn.Module,
         num_classes: int,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         *,
         label_smoothing: float = 0.0,
         class_weights: str | None = None,

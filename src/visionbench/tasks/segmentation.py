@@ -156,7 +156,7 @@ class SegmentationTask(VisionTask):
         self,
         net: nn.Module,
         num_classes: int,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         *,
         eval_mode: Literal["whole", "slide"] = "whole",
         window: tuple[int, int] = (320, 480),
