@@ -26,6 +26,10 @@ os.environ["VISIONBENCH_DATA_DIR"] = str(SESSION_DIR / "data")
 os.environ["VISIONBENCH_LOG_DIR"] = str(SESSION_DIR / "logs")
 os.environ["VISIONBENCH_ROOT"] = str(REPO)
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
+# `make test` runs two workers on a 2-core machine, and each CLI test starts its own Python: with
+# torch's default of one thread per core, every process's OpenMP threads would spin on cores the
+# other worker is using. One thread each (subprocesses inherit it) keeps each worker on its core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
