@@ -2,6 +2,7 @@
 
     python src/predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=photo.jpg
     python src/predict.py ckpt_path=... input=folder/ output_dir=out/ top_k=3 figures=false
+    python src/predict.py model_file=logs/train/runs/<run>/export/cnn.onnx input=folder/   # the exported network
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from visionbench.predict import predict
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    output_dir = Path(cfg.output_dir) if cfg.output_dir else None
+    output_dir, ckpt_path, model_file = (Path(p) if p else None for p in (cfg.output_dir, cfg.ckpt_path, cfg.model_file))
     report_errors(
-        lambda: predict(Path(cfg.ckpt_path), Path(cfg.input), output_dir, cfg.top_k, cfg.device, cfg.batch_size, cfg.figures)
+        lambda: predict(
+            ckpt_path, Path(cfg.input), output_dir, cfg.top_k, cfg.device, cfg.batch_size, cfg.figures, model_file=model_file
+        )
     )
 
 

@@ -20,11 +20,12 @@ from visionbench.callbacks.prediction_writer import PredictResult, prediction_wr
 from visionbench.data.predict_files import input_files, predict_loader
 from visionbench.errors import ConfigError, CorruptDataError
 from visionbench.console import quiet_lightning, tidy_lightning_output
+from visionbench.export.runtime import exported_task
 from visionbench.tasks.base import VisionTask
 
 
 def default_output_dir(ckpt_path: Path) -> Path:
-    """``<run>/predictions`` for ``<run>/checkpoints/x.ckpt``; beside the checkpoint otherwise."""
+    """``<run>/predictions`` for ``<run>/checkpoints/x.ckpt``; beside the checkpoint (or exported file) otherwise."""
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     return run_dir / "predictions"
 
@@ -41,17 +42,32 @@ def prediction_trainer(device: str, writer: L.Callback) -> L.Trainer:
     )  # fmt: skip
 
 
+def trained_task(ckpt_path: Path | None, model_file: Path | None, device: str) -> VisionTask:
+    """The task to predict with: the checkpoint's, or the exported file's around ONNX Runtime (``model_file``)."""
+    if (ckpt_path is None) == (model_file is None):
+        raise ConfigError(
+            "Pass exactly one of ckpt_path=<run>/checkpoints/last.ckpt (the trained checkpoint) and model_file=<x.onnx> "
+            f"(a network exported by src/export.py); got {'both' if ckpt_path else 'neither'}."
+        )
+    if model_file is None:
+        return VisionTask.from_checkpoint(ckpt_path)  # type: ignore[arg-type]
+    if device != "cpu":
+        raise ConfigError(f"model_file= runs on ONNX Runtime's CPU provider; device={device} is for checkpoints. Use device=cpu.")
+    return exported_task(model_file)
+
+
 def _listed(skipped: list[tuple[Path, str]], limit: int = 5) -> str:
     more = f" and {len(skipped) - limit} more (listed above)" if len(skipped) > limit else ""
     return "; ".join(f"{path} ({why})" for path, why in skipped[:limit]) + more
 
 
 def predict(
-    ckpt_path: Path, input_path: Path, output_dir: Path | None = None, top_k: int = 5, device: str = "cpu",
-    batch_size: int = 16, figures: bool = True, echo: Callable[[str], None] = print,
+    ckpt_path: Path | None, input_path: Path, output_dir: Path | None = None, top_k: int = 5, device: str = "cpu",
+    batch_size: int = 16, figures: bool = True, echo: Callable[[str], None] = print, model_file: Path | None = None,
 ) -> PredictResult:  # fmt: skip
     """Predict every image of ``input_path`` in batches of ``batch_size`` and write one row per image
-    to ``<output_dir>/predictions.csv`` (plus masks and, if ``figures``, a figure per image).
+    to ``<output_dir>/predictions.csv`` (plus masks and, if ``figures``, a figure per image), with the
+    checkpoint's network or, given ``model_file`` instead, the exported one (``trained_task``).
 
     stdout gets the skipped files and a summary (and the ranking when ``input_path`` is one file);
     if no file is an image, nothing is written and a ``CorruptDataError`` says which files failed.
@@ -60,9 +76,9 @@ def predict(
         raise ConfigError(f"batch_size={batch_size}: pass a positive number of images per forward pass (default 16).")
     if top_k < 1:
         raise ConfigError(f"top_k={top_k}: pass how many of the most likely classes to list, at least 1 (default 5).")
-    output_dir = output_dir or default_output_dir(ckpt_path)
+    task = trained_task(ckpt_path, model_file, device)
+    output_dir = output_dir or default_output_dir(ckpt_path or model_file)  # type: ignore[arg-type]
     files = input_files(input_path, output_dir)
-    task = VisionTask.from_checkpoint(ckpt_path)
     kind = task.run_config["task"]["kind"]
     writer = prediction_writer(kind, output_dir, len(files), top_k, figures)
     loader = predict_loader(files, input_path, kind, task.run_config["task"]["data"], batch_size)
