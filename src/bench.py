@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from visionbench.bench.serving import EAGER, ONNXRUNTIME, measure_serving
 from visionbench.bench.speed import Job, Measurement, baseline_variant, describe_device, measure_together, plan_jobs
 from visionbench.bench.tables import (
     BenchRow,
@@ -28,6 +29,8 @@ from visionbench.bench.tables import (
     write_results,
 )
 from visionbench.cli import CONFIG_DIR, report_errors, start_command
+from visionbench.errors import ConfigError
+from visionbench.export.runtime import EXPORT_PACKAGES, require
 from visionbench.measure import Peak, peak_flops
 from visionbench.report import find_runs
 
@@ -40,8 +43,11 @@ def main(cfg: DictConfig) -> None:
 
 
 def bench_all(cfg: DictConfig) -> None:
-    """Measure every model's jobs together with a progress bar, then write and print the tables."""
+    """Measure every model's jobs together with a progress bar (then its serving cost), then write and print the tables."""
     bench, load_at_start = cfg.bench, os.getloadavg()[0]
+    serving = bench.get("serving")
+    if serving is not None:
+        require(*EXPORT_PACKAGES, purpose="The bench's serving columns (bench.serving; bench.serving=null leaves them out)")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     groups = plan_jobs(bench, Path(CONFIG_DIR))
     baseline = baseline_variant(bench)
@@ -60,9 +66,12 @@ def bench_all(cfg: DictConfig) -> None:
         sample_peaks()
         for group in groups:
             progress.update(bar, description=f"{group[0].model} ({len(group)} measured together)")
-            for job, outcome in zip(group, measure_together(group, device), strict=True):
-                rows.append(_row(job, outcome))
+            measured = [_row(job, outcome) for job, outcome in zip(group, measure_together(group, device), strict=True)]
             sample_peaks()
+            if serving is not None:
+                progress.update(bar, description=f"{group[0].model} serving: eager vs ONNX Runtime")
+                _add_serving(measured[0], group[0], serving)
+            rows += measured
             progress.advance(bar)
 
     peaks = {p: max(samples).flops for p, samples in peak_samples.items()}
@@ -96,6 +105,21 @@ def _row(job: Job, outcome: Measurement | Exception) -> BenchRow:
     return row
 
 
+def _add_serving(row: BenchRow, job: Job, serving: DictConfig) -> None:
+    """The serving cost of the model's baseline network on its row; a network that fails to export or run
+    gets the error there and leaves the other models' numbers be."""
+    try:
+        row.serving = measure_serving(job, serving.latency_calls, serving.warmup)
+    except ConfigError:
+        raise
+    except Exception as error:
+        row.serving_error = f"{type(error).__name__}: {error}".splitlines()[0]
+        log.info("%s serving: %s", job.model, row.serving_error)
+    else:
+        log.info("%s serving: batch-1 %.1f ms eager, %.1f ms ONNX Runtime", job.model, row.serving.latency_ms(EAGER),
+                 row.serving.latency_ms(ONNXRUNTIME))  # fmt: skip
+
+
 def _notes(
     bench: DictConfig, device: torch.device, peak_samples: dict[str, list[Peak]], rows: list[BenchRow], load_at_start: float
 ) -> list[str]:
@@ -126,6 +150,14 @@ def _notes(
         "val/test: mean ± std over seeds of trained runs under logs/ (blank if none)",
         "reduced from the reference batch for time: " + (", ".join(reduced) if reduced else "none"),
     ]
+    if bench.get("serving") is not None:
+        notes.append(
+            f"serving (second table): on the CPU whatever the device, {torch.get_num_threads()} threads each; eager = "
+            "the network in eval mode under no_grad, ONNX Runtime = the same network exported as src/export.py does "
+            f"(torch.onnx dynamo exporter, intra-op threads = torch's); batch-1 latency over {bench.serving.latency_calls} "
+            "warm calls (median / nearest-rank p95), img/s at the row's batch over its iters; the two runtimes' calls "
+            "alternate, ×ORT = median over rounds of eager ÷ ONNX Runtime time"
+        )
     warning = mfu_warning(rows)
     return notes + ([warning] if warning else [])
 

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from visionbench import measure
+from visionbench.bench.serving import EAGER, ONNXRUNTIME, Serving, measure_serving
 from visionbench.bench.speed import Job, Measurement, Variant, Workload, measure_together, plan_jobs
 from visionbench.bench.tables import (
     BenchRow,
@@ -353,6 +354,53 @@ def test_results_are_written_as_csv_markdown_and_png(tmp_path: Path) -> None:
     assert (tmp_path / "results_cpu_fp32_nchw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_serving_times_eager_and_onnx_runtime_in_alternation_at_batch_1_and_the_bench_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rounds: list[tuple[list[str], int]] = []
+    interleaved = measure.interleaved_step_times
+
+    def recorded(steps: dict, rounds_: int, device: torch.device) -> dict[str, list[float]]:
+        rounds.append((list(steps), rounds_))
+        return interleaved(steps, rounds_, device)
+
+    monkeypatch.setattr("visionbench.bench.serving.interleaved_step_times", recorded)
+    serving = measure_serving(_job(TinyAuxClassifier), latency_calls=5, warmup=1)  # exported in eval mode: no aux heads
+    assert rounds == [([EAGER, ONNXRUNTIME], 5), ([EAGER, ONNXRUNTIME], 2)]  # batch-1 calls, then the job's iters
+    assert {len(v) for v in serving.latency_s.values()} == {5} and serving.batch_size == 2
+    assert serving.threads == torch.get_num_threads()
+    for runtime in (EAGER, ONNXRUNTIME):
+        assert 0 < serving.latency_ms(runtime) <= serving.latency_p95_ms(runtime) and serving.images_per_s(runtime) > 0
+
+
+def _serving(eager_ms: list[float], ort_ms: list[float], batch_s: tuple[float, float] = (0.5, 0.25)) -> Serving:
+    return Serving(
+        latency_s={EAGER: tuple(t / 1e3 for t in eager_ms), ONNXRUNTIME: tuple(t / 1e3 for t in ort_ms)},
+        batch_s={EAGER: (batch_s[0],) * 3, ONNXRUNTIME: (batch_s[1],) * 3}, batch_size=32, threads=2,
+    )  # fmt: skip
+
+
+def test_serving_latency_is_the_median_and_nearest_rank_p95_and_the_speedup_a_median_of_round_ratios() -> None:
+    serving = _serving(eager_ms=[float(t) for t in range(1, 21)], ort_ms=[t / 2 for t in range(1, 21)])
+    assert serving.latency_ms(EAGER) == pytest.approx(10.5) and serving.latency_p95_ms(EAGER) == pytest.approx(19)
+    assert serving.onnxruntime_speedup("latency") == pytest.approx(2) and serving.images_per_s(ONNXRUNTIME) == pytest.approx(128)
+    assert _serving([10.0], [30.0]).latency_p95_ms(EAGER) == pytest.approx(10)  # one call is its own p95
+
+
+def test_serving_columns_are_written_beside_eager_and_onnx_runtime_in_csv_and_a_markdown_table(tmp_path: Path) -> None:
+    rows = [_row("cnn", "ours", "fp32", 20, 80), _row("fcn", "ours", "fp32", 2, 6, task="voc")]
+    rows[0].serving = _serving([10.0, 12.0, 30.0], [4.0, 5.0, 6.0])
+    rows[1].serving_error = "RuntimeError: export failed"
+    markdown = write_results(rows, tmp_path, "results", [], baseline_variant="fp32")
+    with (tmp_path / "results.csv").open() as f:
+        cnn, fcn = csv.DictReader(f)
+    assert float(cnn["latency_ms_eager"]) == pytest.approx(12) and float(cnn["latency_p95_ms_onnxruntime"]) == pytest.approx(6)
+    assert float(cnn["serving_images_per_s_onnxruntime"]) == pytest.approx(128) and cnn["serving_threads"] == "2"
+    assert fcn["serving_error"] == "RuntimeError: export failed" and fcn["latency_ms_eager"] == ""
+    assert "| cnn | simpsons | 128×128 | 12.0 / 30.0 | 5.0 / 6.0 | 2.50 | 32 | 64.00 | 128.00 | 2.00 |" in markdown
+    assert "| fcn | voc | 128×128 | failed: RuntimeError: export failed |" in markdown
+
+
 @pytest.mark.bench
 def test_bench_cli_writes_results_for_a_tiny_run(tmp_path: Path) -> None:
     overrides = [
@@ -368,6 +416,7 @@ def test_bench_cli_writes_results_for_a_tiny_run(tmp_path: Path) -> None:
     assert {p.suffix for p in out_dir.glob("results_cpu_fp32_nchw.*")} == {".csv", ".md", ".png"}
     assert "| cnn | ours | simpsons | bf16 |" in result.stdout
     assert "| cnn | ours | simpsons | bf16 |" in (tmp_path / "results.md").read_text()
+    assert "| cnn | simpsons | 32×32 |" in result.stdout  # the serving table
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from visionbench.bench.serving import EAGER, ONNXRUNTIME, Serving
 from visionbench.bench.speed import Measurement
 from visionbench.report import TRAIN, Run
 
@@ -58,6 +59,8 @@ class BenchRow:
     infer_ratio_vs_baseline: float | None = None
     val_quality: Quality | None = None
     test_quality: Quality | None = None
+    serving: Serving | None = None  # on the model's first row (ours, baseline) only
+    serving_error: str | None = None
 
 
 def add_mfu(rows: Sequence[BenchRow], peak_flops: Mapping[str, float]) -> None:
@@ -144,6 +147,9 @@ CSV_COLUMNS = [
     "mfu_above_peak", "train_peak_mem_mb", "infer_peak_mem_mb", "compile_s", "train_step_s", "infer_step_s",
     "train_ratio_vs_torchvision", "infer_ratio_vs_torchvision", "train_ratio_vs_baseline", "infer_ratio_vs_baseline",
     "val_metric", "val_mean", "val_std", "val_n", "test_metric", "test_mean", "test_std", "test_n", "error",
+    "serving_threads", "latency_ms_eager", "latency_p95_ms_eager", "latency_ms_onnxruntime", "latency_p95_ms_onnxruntime",
+    "latency_ratio_onnxruntime", "serving_images_per_s_eager", "serving_images_per_s_onnxruntime",
+    "serving_ratio_onnxruntime", "latency_s_eager", "latency_s_onnxruntime", "serving_error",
 ]  # fmt: skip
 
 
@@ -171,6 +177,15 @@ def _record(row: BenchRow) -> dict[str, object]:
         if quality is not None:
             record.update({f"{prefix}_metric": quality.metric, f"{prefix}_mean": quality.mean,
                            f"{prefix}_std": quality.std, f"{prefix}_n": quality.n})  # fmt: skip
+    record["serving_error"] = row.serving_error
+    s = row.serving
+    if s is not None:
+        record |= {"serving_threads": s.threads, "latency_ratio_onnxruntime": s.onnxruntime_speedup("latency"),
+                   "serving_ratio_onnxruntime": s.onnxruntime_speedup("batch")}  # fmt: skip
+        for runtime in (EAGER, ONNXRUNTIME):
+            record |= {f"latency_ms_{runtime}": s.latency_ms(runtime), f"latency_p95_ms_{runtime}": s.latency_p95_ms(runtime),
+                       f"serving_images_per_s_{runtime}": s.images_per_s(runtime),
+                       f"latency_s_{runtime}": " ".join(f"{t:.5f}" for t in s.latency_s[runtime])}  # fmt: skip
     return record
 
 
@@ -189,14 +204,39 @@ _MD_COLUMNS = [
 ]  # fmt: skip
 
 
+_SERVING_COLUMNS = [
+    "model", "task", "size", "batch-1 ms eager (median / p95)", "batch-1 ms ONNX Runtime (median / p95)",
+    "latency ×ORT", "batch", "img/s eager", "img/s ONNX Runtime", "img/s ×ORT",
+]  # fmt: skip
+
+
 def render_markdown(rows: Sequence[BenchRow], notes: Sequence[str]) -> str:
-    """A README-ready table preceded by the notes that say how the numbers were taken."""
+    """A README-ready table preceded by the notes that say how the numbers were taken, then the
+    serving table when serving was measured."""
     lines = [f"- {note}" for note in notes] + [""]
-    lines.append("| " + " | ".join(_MD_COLUMNS) + " |")
-    lines.append("|" + "|".join("---" for _ in _MD_COLUMNS) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(_markdown_cells(row)) + " |")
+    lines += _table(_MD_COLUMNS, [_markdown_cells(row) for row in rows])
+    served = [row for row in rows if row.serving is not None or row.serving_error is not None]
+    if served:
+        lines += ["", *_table(_SERVING_COLUMNS, [_serving_cells(row) for row in served])]
     return "\n".join(lines) + "\n"
+
+
+def _table(columns: Sequence[str], cells: Iterable[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|", *("| " + " | ".join(c) + " |" for c in cells)]
+
+
+def _serving_cells(row: BenchRow) -> list[str]:
+    head = [row.model, row.task, "×".join(map(str, row.image_size))]
+    s = row.serving
+    if s is None:
+        return head + [f"failed: {row.serving_error}"] + [""] * (len(_SERVING_COLUMNS) - len(head) - 1)
+    return [
+        *head,
+        f"{s.latency_ms(EAGER):.1f} / {s.latency_p95_ms(EAGER):.1f}",
+        f"{s.latency_ms(ONNXRUNTIME):.1f} / {s.latency_p95_ms(ONNXRUNTIME):.1f}",
+        f"{s.onnxruntime_speedup('latency'):.2f}", str(s.batch_size),
+        f"{s.images_per_s(EAGER):.2f}", f"{s.images_per_s(ONNXRUNTIME):.2f}", f"{s.onnxruntime_speedup('batch'):.2f}",
+    ]  # fmt: skip
 
 
 def _markdown_cells(row: BenchRow) -> list[str]:
