@@ -19,15 +19,16 @@ from typing import Any, ClassVar
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, TINY
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
 
+from conftest import REPO, TINY
 from visionbench.callbacks.progress import EpochProgressLog, epochs_trained
 from visionbench.callbacks.throughput import TrainingThroughput
 from visionbench.callbacks.time_to_target import TimeToTarget
+from visionbench.callbacks.wall_clock import WallClock
 from visionbench.errors import ConfigError
 from visionbench.run import train
 
@@ -96,7 +97,9 @@ def test_a_run_cut_before_any_validation_ends_cleanly_and_tests_the_weights_it_h
 
 
 def test_time_to_target_in_metrics_json_null_for_thresholds_never_reached(compose_cfg) -> None:
-    cfg = compose_cfg(["task=shapes", "model=resnet_small", *TINY, "trainer.max_epochs=2", "callbacks.figures=null", "task.targets=[0.0,1.01]"])
+    cfg = compose_cfg(
+        ["task=shapes", "model=resnet_small", *TINY, "trainer.max_epochs=2", "callbacks.figures=null", "task.targets=[0.0,1.01]"]
+    )
     with open_dict(cfg):
         del cfg["hydra"]
     metrics = train(cfg)
@@ -269,6 +272,26 @@ def test_progress_line_images_per_second_leave_out_a_mid_epoch_validation(monkey
         now[0] += 1.0
         callback.on_train_batch_end(trainer, None, None, batch, step)  # type: ignore[arg-type]
     assert "| 4.0 img/s |" in callback.line(trainer)  # type: ignore[arg-type]
+
+
+def test_progress_line_of_a_resumed_run_counts_the_time_before_the_resume_and_paces_on_this_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """An hour ran before the resume (the checkpoint's WallClock); this process trained epoch 6 of 10 in 60 s."""
+    now = [1000.0]
+    monkeypatch.setattr("visionbench.callbacks.progress.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("visionbench.callbacks.wall_clock.time.perf_counter", lambda: now[0])
+    wall_clock = WallClock(start=now[0])
+    wall_clock.before = 3600.0
+    callback = EpochProgressLog("val/acc")
+    trainer = SimpleNamespace(
+        sanity_checking=False, world_size=1, callback_metrics={}, max_epochs=10, current_epoch=5, max_steps=-1, callbacks=[wall_clock],
+        is_global_zero=False,
+    )
+    callback.on_train_start(trainer, None)  # type: ignore[arg-type]
+    now[0] += 60.0
+    callback.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+    assert "| elapsed 1:01:00 | left ~0:04:00" in callback.line(trainer)  # type: ignore[arg-type]
 
 
 def test_targets_that_are_not_numbers_are_one_paragraph_naming_the_key() -> None:

@@ -3,7 +3,8 @@
 The rich progress bar draws only on a terminal: under SLURM, ``nohup``, CI or ``| tee`` a run
 printed its model summary and then nothing for hours. This callback logs (Hydra sends it to
 ``train.log`` and stdout) the epoch, the training loss, the monitored metric and its best, the
-training images/s, the elapsed time and an estimate of the time left.
+training images/s, the elapsed time (of the whole run: a resumed run counts the processes before it)
+and an estimate of the time left (at this process's pace).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, Timer
+
+from visionbench.callbacks.wall_clock import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +99,17 @@ class EpochProgressLog(Callback):
             parts.append("no validation this epoch")
         if self._train_time > 0:
             parts.append(f"{self._images / self._train_time:.1f} img/s")
-        elapsed = time.perf_counter() - self._fit_start
-        parts.append(f"elapsed {clock(elapsed)}")
-        left = self.time_left(trainer, elapsed)
+        this_process = time.perf_counter() - self._fit_start
+        wall_clock = next((c for c in trainer.callbacks if isinstance(c, WallClock)), None)  # type: ignore[attr-defined]
+        parts.append(f"elapsed {clock(wall_clock.elapsed() if wall_clock else this_process)}")  # a resumed run's whole time
+        left = self.time_left(trainer, this_process)  # at this process's pace
         if left is not None:
             parts.append(f"left ~{clock(left)}")
         return " | ".join(parts)
 
     def time_left(self, trainer: L.Trainer, elapsed: float) -> float | None:
-        """Seconds to the nearest end the trainer knows (max_epochs, max_steps, max_time), at this run's pace."""
+        """Seconds to the nearest end the trainer knows (max_epochs, max_steps, max_time), at the pace of the
+        ``elapsed`` seconds this process took for its epochs."""
         per_epoch = elapsed / max(self._epochs_run, 1)
         remaining = []
         if trainer.max_epochs and trainer.max_epochs > 0:
@@ -112,7 +117,8 @@ class EpochProgressLog(Callback):
         if trainer.max_steps > 0 and isinstance(trainer.num_training_batches, int) and trainer.num_training_batches > 0:
             steps = steps_per_epoch(trainer.num_training_batches, trainer.accumulate_grad_batches)
             remaining.append(per_epoch * max(trainer.max_steps - trainer.global_step, 0) / steps)
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
-        if timer is not None and timer.time_remaining() is not None:
-            remaining.append(max(timer.time_remaining(), 0.0))
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]  # set by Lightning, undeclared
+        budget_left = timer.time_remaining() if timer is not None else None
+        if budget_left is not None:
+            remaining.append(max(budget_left, 0.0))
         return min(remaining) if remaining else None
