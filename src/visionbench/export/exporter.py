@@ -38,7 +38,7 @@ from visionbench.masks import IGNORE_INDEX
 from visionbench.tasks.base import VisionTask
 
 FORMATS = ("onnx",)
-DEFAULT_OPSET = 20  # torch.onnx's own default for the dynamo exporter in torch 2.14: no version conversion
+DEFAULT_OPSET = 20  # torch 2.14's default; its exporter writes 18 and above natively, lower ones through a version converter
 
 
 class ParityError(VisionbenchError):
