@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo compare bench report tensorboard data-simpsons data-voc clean-cache clean
+.PHONY: install test lint format demo compare bench report tensorboard data-simpsons data-voc clean-cache clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ install: $(STAMP)
 
 test: $(STAMP)  ## unit + CLI tests (benchmarks excluded), on 2 processes: a file's tests (and its DDP runs) share one
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)  ## ruff's lint rules and mypy's type check (both configured in pyproject.toml)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## ruff's formatter over the tree, then ruff's safe fixes (import order, ...)
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
 
 demo: $(STAMP)  ## plain CNN vs small ResNet on the built-in dataset, then a comparison table
 	$(PY) src/demo.py
