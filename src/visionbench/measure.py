@@ -62,7 +62,7 @@ def peak_conv_flops(device: torch.device, precision: str = "fp32", size: int = 4
     """
     dtype, channels, side, batch = DTYPES[precision], max(8, size // 16), 56, 8
     x = torch.randn(batch, channels, side, side, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device=device, dtype=dtype).to(memory_format=torch.channels_last)
     with torch.no_grad():
         times = step_times(lambda: conv(x), warmup=1, iters=repeats, device=device)
     return 2.0 * batch * channels * channels * 9 * side * side / min(times)

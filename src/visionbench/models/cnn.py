@@ -48,14 +48,10 @@ class PlainCNN(nn.Module):
         )
         with torch.no_grad():
             flat = self.features(torch.zeros(1, in_channels, image_size, image_size)).numel()
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 128),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(128, num_classes),
-        )
-        init_weights(self, init, zero_head=self.classifier[-1] if zero_head else None)
+        hidden = [nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        head = nn.Linear(128, num_classes)
+        self.classifier = nn.Sequential(*hidden, head)
+        init_weights(self, init, zero_head=head if zero_head else None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

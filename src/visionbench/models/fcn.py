@@ -43,6 +43,7 @@ def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> Te
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
     """A learnable ×``factor`` transposed conv that starts out as exact bilinear upsampling."""
     up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2)
+    assert up.bias is not None  # built with one
     with torch.no_grad():
         up.weight.copy_(bilinear_kernel(channels, channels, 2 * factor))
         up.bias.zero_()
@@ -52,6 +53,7 @@ def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
 def class_scorer(in_channels: int, num_classes: int) -> nn.Conv2d:
     """1×1 conv from features to per-class scores, Xavier-initialised."""
     score = nn.Conv2d(in_channels, num_classes, 1)
+    assert score.bias is not None  # built with one
     nn.init.xavier_uniform_(score.weight)
     nn.init.zeros_(score.bias)
     return score
@@ -122,6 +124,7 @@ class FCN8s(_FCN):
         self.score_c4 = nn.Conv2d(c4, num_classes, 1)
         self.score_c3 = nn.Conv2d(c3, num_classes, 1)
         for skip in (self.score_c4, self.score_c3):
+            assert skip.bias is not None  # built with one
             nn.init.zeros_(skip.weight)
             nn.init.zeros_(skip.bias)
         self.upsample_32_to_16 = bilinear_upsampler(num_classes, 2)

@@ -32,7 +32,7 @@ class FPNTrunk(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        pyramid = self.fpn(OrderedDict(zip(LEVELS, self.backbone(x))))
+        pyramid = self.fpn(OrderedDict(zip(LEVELS, self.backbone(x), strict=True)))
         return pyramid["p2"], pyramid["p3"], pyramid["p4"], pyramid["p5"]
 
 
@@ -89,5 +89,5 @@ class SemanticFPN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pyramid = self.trunk(x)
         size = pyramid[0].shape[-2:]
-        fused = sum(head(p, size) for head, p in zip(self.scale_heads, pyramid))
+        fused = sum(head(p, size) for head, p in zip(self.scale_heads, pyramid, strict=True))
         return F.interpolate(self.classifier(fused), size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -36,9 +36,11 @@ INCEPTION_TABLE: dict[str, tuple[int, int, int, int, int, int, int]] = {
 class ConvReLU(nn.Module):
     """conv → (BN) → ReLU; the conv keeps its bias only when there is no BN to absorb it."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, batch_norm: bool, **kwargs: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, batch_norm: bool, stride: int = 1, padding: int = 0
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, bias=not batch_norm, **kwargs)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=not batch_norm)
         # eps=1e-3 as in torchvision's googlenet, whose BN statistics were computed with it.
         self.bn = nn.BatchNorm2d(out_channels, eps=1e-3) if batch_norm else nn.Identity()
 

@@ -85,14 +85,11 @@ RESNET_LAYOUTS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, i
 }
 
 
-class ResNetTrunk(nn.Module):
-    """Stem and the four residual stages, returning C2..C5 (strides 4, 8, 16, 32).
+class ResNetStages(nn.Module):
+    """Stem and the four residual stages, without a forward: what the trunk and the classifier share
+    (one returns the stages' maps, the other logits). ``out_channels`` is the width of each stage."""
 
-    The classifier (pool + fc) is left out so dense-prediction heads (FCN, FPN) can reuse the
-    trunk; ``out_channels`` tells them the width of each returned map.
-    """
-
-    def __init__(self, depth: int = 50, in_channels: int = 3, pretrained: bool = False) -> None:
+    def __init__(self, depth: int = 50, in_channels: int = 3) -> None:
         super().__init__()
         if depth not in RESNET_LAYOUTS:
             raise ConfigError(
@@ -111,8 +108,6 @@ class ResNetTrunk(nn.Module):
         self.layer4 = self._stage(block, 512, blocks[3], stride=2)
         self.out_channels: tuple[int, ...] = tuple(p * block.expansion for p in (64, 128, 256, 512))
         _init_resnet(self)
-        if pretrained:
-            load_torchvision_weights(self, f"resnet{depth}", head_prefixes=("fc.",))
 
     def _stage(self, block: type[BasicBlock | Bottleneck], planes: int, n: int, stride: int) -> nn.Sequential:
         """``n`` blocks; the first one changes stride/width and so needs a conv+BN projection shortcut."""
@@ -131,6 +126,19 @@ class ResNetTrunk(nn.Module):
         """7×7/2 conv, BN, ReLU and 3×3/2 max pool: stride 4 before the first stage."""
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
+
+class ResNetTrunk(ResNetStages):
+    """The stages' outputs C2..C5 (strides 4, 8, 16, 32).
+
+    The classifier (pool + fc) is left out so dense-prediction heads (FCN, FPN) can reuse the
+    trunk; ``out_channels`` tells them the width of each returned map.
+    """
+
+    def __init__(self, depth: int = 50, in_channels: int = 3, pretrained: bool = False) -> None:
+        super().__init__(depth=depth, in_channels=in_channels)
+        if pretrained:
+            load_torchvision_weights(self, f"resnet{depth}", head_prefixes=("fc.",))
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         c2 = self.layer1(self.stem(x))
         c3 = self.layer2(c2)
@@ -139,8 +147,8 @@ class ResNetTrunk(nn.Module):
         return c2, c3, c4, c5
 
 
-class ResNet(ResNetTrunk):
-    """Trunk + global average pool + fc: the ImageNet classifier, valid at any input size."""
+class ResNet(ResNetStages):
+    """Stages + global average pool + fc: the ImageNet classifier, valid at any input size."""
 
     task_kind: ClassVar[TaskKind] = "classification"
 

@@ -62,8 +62,9 @@ class SmallResNet(nn.Module):
         with torch.no_grad():
             flat = self.features.eval()(torch.zeros(1, in_channels, image_size, image_size)).numel()
         self.features.train()
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, num_classes))
-        init_weights(self, init, zero_head=self.classifier[-1] if zero_head else None)
+        head = nn.Linear(flat, num_classes)
+        self.classifier = nn.Sequential(nn.Flatten(), head)
+        init_weights(self, init, zero_head=head if zero_head else None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
