@@ -4,7 +4,7 @@ the validation pass's confusion matrix, computed (synced) on every rank and draw
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import lightning as L
 import numpy as np
@@ -15,6 +15,10 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
+
+from visionbench.tasks.base import VisionTask
+
+TaskT = TypeVar("TaskT", bound=VisionTask)
 
 
 def has_tensorboard(trainer: L.Trainer) -> bool:
@@ -31,6 +35,13 @@ def tensorboard_writer(trainer: L.Trainer) -> SummaryWriter | None:
 def add_figure(writer: SummaryWriter, tag: str, figure: Figure, step: int) -> None:
     # close=False: our figures are not registered with pyplot, there is nothing to close.
     writer.add_figure(tag, figure, global_step=step, close=False)
+
+
+def task_of(pl_module: L.LightningModule, kind: type[TaskT]) -> TaskT:
+    """``pl_module`` typed as the task a callback serves: Lightning types a hook's module as any
+    LightningModule, whose attributes mypy reads as tensors or submodules. Cast, not checked: any
+    module with the attributes a callback reads serves it."""
+    return cast(TaskT, pl_module)
 
 
 def class_names(pl_module: L.LightningModule, num_classes: int) -> list[str]:
@@ -101,7 +112,7 @@ class ValidationFigures(Callback, ABC):
         """
         if self._samples is None:
             dataset: Dataset = self._val_loader(trainer).dataset
-            size = len(dataset)  # type: ignore[arg-type]
+            size = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__; a validation set has one
             self._indices = sorted({int(i) for i in np.linspace(0, size - 1, min(self.num_images, size)).round()})
             self._samples = [dataset[i] for i in self._indices]
         return self._samples
@@ -119,9 +130,10 @@ class ValidationFigures(Callback, ABC):
         read_batch = getattr(loader.dataset, "__getitems__", None)  # as the DataLoader's fetcher does
         images = loader.collate_fn(read_batch(self._indices) if read_batch else samples)[0].to(pl_module.device)
         with torch.no_grad():
-            return samples, images, pl_module.predict_logits(images)
+            return samples, images, task_of(pl_module, VisionTask).predict_logits(images)
 
     @staticmethod
     def _val_loader(trainer: L.Trainer) -> DataLoader:
         loaders = trainer.val_dataloaders
+        assert loaders is not None  # read during validation
         return loaders[0] if isinstance(loaders, (list, tuple)) else loaders

@@ -11,8 +11,9 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
+from visionbench.callbacks.base import ValidationFigures, add_figure, class_names, task_of
 from visionbench.drawing import Prediction, class_bars_figure, confusion_figure, predictions_figure, sample_grid, unnormalize
+from visionbench.tasks.base import VisionTask
 
 
 class ClassificationFigures(ValidationFigures):
@@ -29,7 +30,7 @@ class ClassificationFigures(ValidationFigures):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.confusion is None:
-            self.confusion = MulticlassConfusionMatrix(pl_module.num_classes)
+            self.confusion = MulticlassConfusionMatrix(task_of(pl_module, VisionTask).num_classes)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.confusion is not None
@@ -55,7 +56,7 @@ class ClassificationFigures(ValidationFigures):
         images, labels = batch[0][: self.num_train_images], batch[1][: self.num_train_images]
         if labels.ndim == 2:  # mixup/cutmix: class probabilities, titled by the dominant class
             labels = labels.argmax(1)
-        names = class_names(pl_module, pl_module.num_classes)
+        names = class_names(pl_module, task_of(pl_module, VisionTask).num_classes)
         add_figure(writer, "train/samples", sample_grid(unnormalize(images), [names[int(y)] for y in labels]), trainer.global_step)
 
     def draw(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, matrix: np.ndarray) -> None:

@@ -55,7 +55,7 @@ class ValidationHistory(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._fitting = stage == "fit"  # setup runs before Lightning restores a checkpoint
         self._resumed = False
-        self._clock = next((c for c in trainer.callbacks if isinstance(c, TimeToTarget)), None)  # type: ignore[attr-defined]
+        self._clock = next((c for c in trainer.callbacks if isinstance(c, TimeToTarget)), None)  # type: ignore[attr-defined]  # set by Lightning, undeclared
         if self._fitting and self._clock is None:
             raise ConfigError(
                 "callbacks.history reads the training seconds from callbacks.time_to_target, which is off in this "

@@ -38,7 +38,7 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
             return
         if self._validating:
             self._validating = False
-            for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning, undeclared
                 if isinstance(callback, WeightAveraging):
                     callback.on_validation_epoch_end(trainer, pl_module)  # swaps the trained weights back
         super().on_exception(trainer, pl_module, exception)

@@ -24,12 +24,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
+from visionbench.callbacks.base import task_of
 from visionbench.callbacks.progress import clock
 from visionbench.data.atomic import atomic_path
 from visionbench.data.predict_files import ImageFile, PredictBatch
 from visionbench.drawing import VOC_COLORMAP, Prediction, SegmentationRow, palette_image, predictions_figure, segmentation_figure
 from visionbench.errors import ConfigError
+from visionbench.tasks.base import VisionTask
 from visionbench.tasks.classification import ClassRanking
+from visionbench.tasks.segmentation import SegmentationTask
 
 Row = dict[str, str | float]
 
@@ -71,7 +74,9 @@ class FileProgress:
             self._last_line = now
             elapsed = now - self._start
             left = elapsed * (self.total - self.done) / max(self.done, 1)
-            print(f"predicting {self.done}/{self.total} files | elapsed {clock(elapsed)} | left ~{clock(left)}", file=sys.stderr, flush=True)
+            print(
+                f"predicting {self.done}/{self.total} files | elapsed {clock(elapsed)} | left ~{clock(left)}", file=sys.stderr, flush=True
+            )
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -114,9 +119,9 @@ class PredictionWriter(BasePredictionWriter, ABC):
         self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
         batch: PredictBatch, batch_idx: int, dataloader_idx: int,
     ) -> None:  # fmt: skip
-        rows = self.rows(prediction, batch.files, pl_module.class_names)
-        self._predicted += [(f.index, f.path, row) for f, row in zip(batch.files, rows, strict=True)]
-        self._skipped += [(u.index, u.path, u.reason) for u in batch.unreadable]
+        rows = self.rows(prediction, batch.files, task_of(pl_module, VisionTask).class_names)
+        self._predicted += [(f.position, f.path, row) for f, row in zip(batch.files, rows, strict=True)]
+        self._skipped += [(u.position, u.path, u.reason) for u in batch.unreadable]
         self.progress.advance(len(batch.files) + len(batch.unreadable))
 
     def write_on_epoch_end(
@@ -147,7 +152,7 @@ class ClassificationWriter(PredictionWriter):
         ranked = zip(prediction.probabilities.float().cpu().numpy(), prediction.classes.cpu().numpy(), strict=True)
         for file, (probabilities, classes) in zip(files, ranked, strict=True):
             row: Row = {"path": file.name, "predicted": class_names[classes[0]], "probability": round(float(probabilities[0]), 6)}
-            for rank, (c, p) in enumerate(zip(classes[1:k], probabilities[1:k]), 2):
+            for rank, (c, p) in enumerate(zip(classes[1:k], probabilities[1:k], strict=True), 2):
                 row |= {f"class_{rank}": class_names[c], f"probability_{rank}": round(float(p), 6)}
             if self.figures:
                 by_class = np.empty_like(probabilities)
@@ -158,7 +163,9 @@ class ClassificationWriter(PredictionWriter):
 
     def describe(self, row: Row) -> str:
         values = list(row.values())[1:]  # predicted, probability, class_2, probability_2, ...
-        return "\n".join(f"  {rank}. {name:<20} {float(p):.4f}" for rank, (name, p) in enumerate(zip(values[::2], values[1::2]), 1))
+        return "\n".join(
+            f"  {rank}. {name:<20} {float(p):.4f}" for rank, (name, p) in enumerate(zip(values[::2], values[1::2], strict=True), 1)
+        )
 
 
 class SegmentationWriter(PredictionWriter):
@@ -169,7 +176,7 @@ class SegmentationWriter(PredictionWriter):
     colormap: np.ndarray = VOC_COLORMAP  # the task's, from on_predict_start
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.colormap = pl_module.colormap
+        self.colormap = task_of(pl_module, SegmentationTask).colormap
         super().on_predict_start(trainer, pl_module)
 
     def rows(self, prediction: Tensor, files: list[ImageFile], class_names: Sequence[str]) -> Iterator[Row]:
@@ -182,7 +189,7 @@ class SegmentationWriter(PredictionWriter):
                 figure = segmentation_figure([SegmentationRow(file.image, mask, name=file.name)], class_names, self.colormap)
                 figure.savefig(self._output(file.name, ".png"))
             counts = np.bincount(mask.ravel(), minlength=len(class_names))
-            fractions = {f"fraction_{c}": round(float(n / mask.size), 6) for c, n in zip(class_names, counts)}
+            fractions = {f"fraction_{c}": round(float(n / mask.size), 6) for c, n in zip(class_names, counts, strict=True)}
             yield {"path": file.name, "mask": f"{file.name}.mask.png", **fractions}
 
     def describe(self, row: Row) -> str:

@@ -100,7 +100,7 @@ class EpochProgressLog(Callback):
         if self._train_time > 0:
             parts.append(f"{self._images / self._train_time:.1f} img/s")
         this_process = time.perf_counter() - self._fit_start
-        wall_clock = next((c for c in trainer.callbacks if isinstance(c, WallClock)), None)  # type: ignore[attr-defined]
+        wall_clock = next((c for c in trainer.callbacks if isinstance(c, WallClock)), None)  # type: ignore[attr-defined]  # set by Lightning, undeclared
         parts.append(f"elapsed {clock(wall_clock.elapsed() if wall_clock else this_process)}")  # a resumed run's whole time
         left = self.time_left(trainer, this_process)  # at this process's pace
         if left is not None:

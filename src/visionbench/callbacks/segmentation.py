@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from visionbench.callbacks.base import ValidationFigures, add_figure, class_names
+from visionbench.callbacks.base import ValidationFigures, add_figure, class_names, task_of
 from visionbench.drawing import SegmentationRow, class_bars_figure, overlay, sample_grid, segmentation_figure, unnormalize
-from visionbench.tasks.segmentation import segmentation_scores
+from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores
 
 
 class SegmentationFigures(ValidationFigures):
@@ -25,12 +25,13 @@ class SegmentationFigures(ValidationFigures):
     def epoch_confusion(self, pl_module: L.LightningModule) -> Tensor:
         """Read before the task's ``on_validation_epoch_end`` resets it (Lightning runs the callbacks'
         epoch-end hooks first); torchmetrics keeps the computed value, so the task does not sync again."""
-        return pl_module.confmat["val"].compute()
+        return task_of(pl_module, SegmentationTask).confusion("val").compute()
 
     def draw_train_samples(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> None:
         images = unnormalize(batch[0][: self.num_train_images])
         masks = batch[1][: self.num_train_images].cpu().numpy()
-        overlays = [overlay(image, mask, colormap=pl_module.colormap) for image, mask in zip(images, masks, strict=True)]
+        colormap = task_of(pl_module, SegmentationTask).colormap
+        overlays = [overlay(image, mask, colormap=colormap) for image, mask in zip(images, masks, strict=True)]
         add_figure(writer, "train/samples", sample_grid(np.stack(overlays), [""] * len(overlays), columns=4), trainer.global_step)
 
     def draw(self, writer: SummaryWriter, trainer: L.Trainer, pl_module: L.LightningModule, matrix: np.ndarray) -> None:
@@ -43,6 +44,6 @@ class SegmentationFigures(ValidationFigures):
             for j, (_, mask) in enumerate(samples):
                 h, w = mask.shape[-2:]  # crop the validation padding away
                 rows.append(SegmentationRow(pixels[j, :h, :w], predicted[j, :h, :w], mask.cpu().numpy()))
-            add_figure(writer, "val/segmentation", segmentation_figure(rows, names, pl_module.colormap), step)
+            add_figure(writer, "val/segmentation", segmentation_figure(rows, names, task_of(pl_module, SegmentationTask).colormap), step)
         iou = segmentation_scores(torch.from_numpy(matrix)).iou.numpy()
         add_figure(writer, "val/per_class_iou", class_bars_figure(iou, names, "IoU"), step)

@@ -15,7 +15,9 @@ from typing import Any
 import lightning as L
 import torch
 
+from visionbench.callbacks.base import task_of
 from visionbench.measure import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_flops, synchronize
+from visionbench.tasks.base import VisionTask
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ class TrainingThroughput(L.Callback):
         images = batch[0]
         if not self.flops_per_image:
             with _rng_untouched(pl_module.device):
-                self.flops_per_image = forward_flops_per_image(pl_module.net, tuple(images.shape[-2:]), images.shape[1])
+                net = task_of(pl_module, VisionTask).net
+                self.flops_per_image = forward_flops_per_image(net, tuple(images.shape[-2:]), images.shape[1])
         if self._last is not None and self._seen >= self.warmup_steps:
             self._images += len(images)
             self._seconds += now - self._last

@@ -29,16 +29,16 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError)
 
 
 class ImageFile(NamedTuple):
-    """A decoded input file; ``index`` is its place in the sorted listing, the order of the CSV."""
+    """A decoded input file; ``position`` is its place in the sorted listing, the order of the CSV."""
 
-    index: int
+    position: int
     path: Path
     name: str  # relative to the input folder, as a POSIX path: every output file is named after it
     image: np.ndarray  # (H, W, 3) uint8 RGB as decoded, for figures and overlays
 
 
 class Unreadable(NamedTuple):
-    index: int
+    position: int
     path: Path
     reason: str
 
@@ -59,11 +59,11 @@ def input_files(path: Path, output_dir: Path | None = None) -> list[Path]:
     if not path.is_dir():
         raise DataNotFoundError(f"input='{path}' does not exist. Pass an image file or a folder of images.")
     outputs = output_dir.resolve() if output_dir is not None else None
-    nested_outputs = outputs is not None and outputs != path.resolve() and outputs.is_relative_to(path.resolve())
+    nested_outputs = outputs if outputs is not None and outputs != path.resolve() and outputs.is_relative_to(path.resolve()) else None
     files = sorted(
         p for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        and not (nested_outputs and p.resolve().is_relative_to(outputs))
+        and not (nested_outputs is not None and p.resolve().is_relative_to(nested_outputs))
     )  # fmt: skip
     if not files:
         raise DataNotFoundError(f"input='{path}' holds no files (hidden ones are ignored). Pass an image file or a folder of images.")
@@ -146,4 +146,5 @@ def predict_loader(files: list[Path], input_path: Path, kind: str, data: Mapping
         batches = PredictBatches(
             files, input_path, chunks, classification_transform(size, None), torch.stack, torch.zeros(0, 3, size, size)
         )
-    return DataLoader(batches, batch_size=None, collate_fn=_as_read)
+    # torch types collate_fn for batching loaders; with batch_size=None it is handed each item, here a batch
+    return DataLoader(batches, batch_size=None, collate_fn=_as_read)  # type: ignore[arg-type]

@@ -11,17 +11,17 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MinMetric
 
-from visionbench.data.batch_augment import normalize_uint8
 from visionbench.checkpoint import load_checkpoint
+from visionbench.data.batch_augment import normalize_uint8
 from visionbench.errors import ConfigError, VisionbenchError
 from visionbench.models.base import AuxOutput
-from visionbench.tasks.optim import configure
+from visionbench.tasks.optim import Schedule, configure
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +45,7 @@ class VisionTask(L.LightningModule):
         net: nn.Module,
         num_classes: int,
         optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
+        scheduler: Schedule | None = None,
         class_names: list[str] | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
@@ -124,7 +124,7 @@ class VisionTask(L.LightningModule):
 
     def _kept_checkpoint(self) -> str:
         callback = self.trainer.checkpoint_callback if self._trainer is not None else None
-        path = (callback.last_model_path or callback.best_model_path) if callback is not None else ""
+        path = (callback.last_model_path or callback.best_model_path) if isinstance(callback, ModelCheckpoint) else ""
         return f"the last good checkpoint is kept: {path}" if path else "no checkpoint had been saved yet"
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:

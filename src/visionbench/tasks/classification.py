@@ -38,7 +38,7 @@ class ClassRanking(NamedTuple):
 def balanced_class_weights(counts: Sequence[int], class_names: Sequence[str]) -> Tensor:
     """scikit-learn's ``class_weight="balanced"``: class c weighs n / (k · count_c), so every class
     carries the same total weight in the training loss, and a balanced split weighs every class 1."""
-    empty = [name for name, count in zip(class_names, counts) if count == 0]
+    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
     if empty:
         raise ConfigError(
             f"task.module.class_weights=balanced weighs class c by n / (k · count_c), but class(es) {empty} have no "

@@ -23,14 +23,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeGuard, cast
 
 import lightning as L
 from hydra.utils import get_object, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
@@ -174,7 +174,7 @@ def time_budget_fraction(trainer: L.Trainer) -> Callable[[], float] | None:
     """Elapsed fraction of ``trainer.max_time`` as Lightning's ``Timer`` (which stops the run at
     the budget, and keeps its count across a resume) counts it, taken on rank 0 so every process
     steps the same learning rate."""
-    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)  # type: ignore[attr-defined]  # set by Lightning, undeclared
     remaining = timer.time_remaining() if timer is not None else None
     if timer is None or remaining is None:
         return None
@@ -202,7 +202,7 @@ class StepFunctionLR(LRScheduler):
         self.momentum = momentum
         super().__init__(optimizer)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | Tensor]:
         if self.momentum is not None:
             value = self.momentum(self.last_epoch)
             for group in self.optimizer.param_groups:
@@ -364,7 +364,7 @@ def budget_schedule(optimizer: Optimizer, horizon: Horizon, warmup_epochs: float
         raise ConfigError(budget_without_max_time())
     warmup = _warmup_steps(horizon, warmup_epochs, "budget")
     span = horizon.total_steps - warmup  # inf when only the budget ends the run
-    if math.isfinite(span) and rank_zero_only.rank == 0:
+    if math.isfinite(span) and rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning, undeclared
         log.warning(
             "scheduler=budget with %s: the run ends at whichever comes first, the time budget (trainer.max_time) or "
             "%d optimizer steps, and the learning rate decays to 0 at that end. If the steps end first, the run spends "
@@ -398,7 +398,7 @@ def _is_builder(target: Any) -> bool:
     return inspect.isfunction(target) and "horizon" in inspect.signature(target).parameters
 
 
-def _is_torch_scheduler(target: Any) -> bool:
+def _is_torch_scheduler(target: Any) -> TypeGuard[type[LRScheduler | ReduceLROnPlateau]]:
     return isinstance(target, type) and issubclass(target, (LRScheduler, ReduceLROnPlateau))
 
 
@@ -435,7 +435,7 @@ def _check_keys(node: DictConfig, name: str, target: Any) -> None:
     params = inspect.signature(target).parameters
     own = [p for p in params.values() if p.name not in ("optimizer", "horizon", "self") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     allowed = [p.name for p in own] + ([] if builder else ["interval"])
-    given = [key for key in node if not str(key).startswith("_")]
+    given = [str(key) for key in node if not str(key).startswith("_")]
     if builder:
         what, listed = f"a key of scheduler={name.rsplit('.', 1)[-1].removesuffix('_schedule')}", "Its keys"
     else:

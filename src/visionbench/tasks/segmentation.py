@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def median_frequency_weights(pixels: Sequence[int], image_pixels: Sequence[int],
     """Median-frequency balancing (Eigen & Fergus 2015; SegNet's choice for CamVid): class c weighs
     median(freq) / freq_c with freq_c = pixels_c / image_pixels_c, so classes rarer than the median
     (poles, signs, cyclists) weigh more than 1 and road and sky less."""
-    absent = [name for name, count in zip(class_names, pixels) if count == 0]
+    absent = [name for name, count in zip(class_names, pixels, strict=True) if count == 0]
     if absent:
         raise ConfigError(
             f"task.module.class_weights=median_frequency weighs class c by median(freq) / freq_c, but class(es) {absent} "
@@ -178,7 +178,8 @@ class SegmentationTask(VisionTask):
         if class_weights is not None:
             if class_pixels is None:
                 raise ValueError("class_weights='median_frequency' needs class_pixels, the training masks' ClassPixels")
-            weight = median_frequency_weights(*class_pixels, self.class_names).float()
+            pixels, image_pixels = class_pixels
+            weight = median_frequency_weights(pixels, image_pixels, self.class_names).float()
         # Not persistent: recomputed from the data at every build, so checkpoints load with or without it.
         self.register_buffer("class_weight", weight, persistent=False)
         self.colormap = task_colormap(palette, self.class_names)
@@ -215,26 +216,31 @@ class SegmentationTask(VisionTask):
         """Class-index masks ``(N, H, W)`` uint8 (as VOC's PNGs), still padded as the batch was."""
         return logits.argmax(dim=1).to(torch.uint8)
 
+    def confusion(self, stage: str) -> MulticlassConfusionMatrix:
+        """``stage``'s confusion matrix, ``confmat[stage]`` (a ``ModuleDict``'s items are typed as plain modules)."""
+        return cast(MulticlassConfusionMatrix, self.confmat[stage])
+
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
         logits = self.predict_logits(x)
         valid = y != IGNORE_INDEX
         n_valid = int(valid.sum())
+        eval_loss = cast(MeanMetric, self.eval_loss[stage])  # a ModuleDict's items are typed as plain modules
         if n_valid:
             plain = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)  # no class weights
-            self.eval_loss[stage].update(plain, weight=n_valid)
-            self.confmat[stage].update(logits.argmax(1)[valid], y[valid])
-        self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
+            eval_loss.update(plain, weight=n_valid)
+            self.confusion(stage).update(logits.argmax(1)[valid], y[valid])
+        self.log(f"{stage}/loss", eval_loss, on_step=False, on_epoch=True, prog_bar=True)
         return logits
 
     def _log_scores(self, stage: str) -> SegmentationScores:
         """Log the split's scores; classes without a defined IoU (see ``segmentation_scores``) are not logged."""
-        scores = segmentation_scores(self.confmat[stage].compute())
-        self.confmat[stage].reset()
+        scores = segmentation_scores(self.confusion(stage).compute())
+        self.confusion(stage).reset()
         self.log(f"{stage}/pixel_acc", scores.pixel_acc.float(), prog_bar=True)
         self.log(f"{stage}/class_acc", scores.class_acc.float(), prog_bar=True)
         self.log(f"{stage}/miou", scores.miou.float(), prog_bar=True)
-        for name, iou in zip(self.class_names, scores.iou.float()):
+        for name, iou in zip(self.class_names, scores.iou.float(), strict=True):
             if not torch.isnan(iou):
                 self.log(f"{stage}/iou/{name}", iou)
         return scores
