@@ -17,14 +17,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from visionbench.cli import user_error
+from visionbench.compose import build_datamodule, build_task
 from visionbench.data.base import VisionDataModule
 from visionbench.data.sampler import ClassBalancedSampler, EpochShuffleSampler, EpochTaggedSampler
 from visionbench.data.shapes import generate_shapes
 from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.storage import FileSamples
 from visionbench.data.split import TRAIN_DIR, read_manifest
+from visionbench.data.storage import FileSamples
 from visionbench.errors import ConfigError
-from visionbench.compose import build_datamodule, build_task
 from visionbench.seeding import stream_seed
 from visionbench.tasks.classification import ClassificationTask, balanced_class_weights
 
@@ -48,7 +48,7 @@ def _train_order(dm: VisionDataModule, epoch: int) -> list[int]:
     sampler = dm.train_dataloader().sampler
     assert isinstance(sampler, EpochTaggedSampler)
     sampler.set_epoch(epoch)
-    return [draw.index for draw in sampler]
+    return [draw.item for draw in sampler]
 
 
 def _tiny_task(counts: list[int] | None, label_smoothing: float = 0.0) -> ClassificationTask:
@@ -86,7 +86,7 @@ def test_ranks_take_disjoint_positions_of_one_draw_with_equal_lengths(world: int
     shards = [_draw(labels, seed=7, epoch=1, rank=r, world=world) for r in range(world)]
     assert len({len(s) for s in shards}) == 1  # equal lengths, or DDP would hang at the last step
     one_process = _draw(labels, seed=7, epoch=1)
-    merged = [i for step in zip(*shards) for i in step]  # rank r holds positions r, r + world, ...
+    merged = [i for step in zip(*shards, strict=True) for i in step]  # rank r holds positions r, r + world, ...
     assert merged == (one_process * 2)[: len(merged)]  # of the one draw, padded by wrapping around as EpochShuffleSampler
 
 
@@ -133,7 +133,9 @@ def test_a_weighted_loss_on_a_batch_equals_the_hand_computed_value(label_smoothi
     assert task.loss(logits, F.one_hot(y, 3).float()).item() == pytest.approx(float(expected), rel=1e-6)
     p = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.5, 0.5], [0.2, 0.0, 0.8], [1.0, 0.0, 0.0]])
     smoothed = p * (1 - eps) + eps / k
-    mixed = sum(w[c] * smoothed[i, c] * nll[i, c] for i in range(4) for c in range(k)) / sum(w[c] * p[i, c] for i in range(4) for c in range(k))
+    mixed = sum(w[c] * smoothed[i, c] * nll[i, c] for i in range(4) for c in range(k)) / sum(
+        w[c] * p[i, c] for i in range(4) for c in range(k)
+    )
     assert task.loss(logits, p).item() == pytest.approx(float(mixed), rel=1e-6)
 
 
@@ -211,7 +213,7 @@ def test_the_segmentation_tasks_have_no_sampler_key(compose_cfg) -> None:
 def _imbalanced_shapes(root: Path) -> Path:
     """Three classes of rendered shapes in the Simpsons layout, 60 : 24 : 12 images."""
     generate_shapes(root, num_classes=3, per_class=60, log=lambda _: None)
-    for folder, keep in zip(sorted((root / TRAIN_DIR).iterdir()), (60, 24, 12)):
+    for folder, keep in zip(sorted((root / TRAIN_DIR).iterdir()), (60, 24, 12), strict=True):
         for image in sorted(folder.iterdir())[keep:]:
             image.unlink()
     return root

@@ -5,7 +5,7 @@ network sees. Every entry point and the benchmarks assemble runs through these b
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -84,7 +84,7 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
         counts["class_counts"] = torch.bincount(labels, minlength=datamodule.num_classes).tolist()
     if cfg.task.kind == "segmentation" and cfg.task.module.get("class_weights") is not None:
         # Median-frequency weights come from the training split's masks, read once.
-        counts["class_pixels"] = class_pixels(datamodule.train_masks(), datamodule.num_classes)  # type: ignore[attr-defined]
+        counts["class_pixels"] = class_pixels(datamodule.train_masks(), datamodule.num_classes)
     task: VisionTask = instantiate(
         cfg.task.module,
         net=net,
@@ -97,7 +97,7 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
         _convert_="partial",
     )
     # Set after instantiation: the config holds `_target_` nodes that instantiate would build.
-    task.run_config = OmegaConf.to_container(cfg, resolve=True)
+    task.run_config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig's container is a dict
     if not cfg.get("compile", False):  # a compiled net would compile again for the summary's eval forward
         # One image through the network at start-up: the model summary gets its shapes and FLOPs columns.
         task.example_input_array = torch.zeros(1, 3, *input_size(cfg.task))
@@ -109,7 +109,7 @@ def sweep_label() -> str | None:
     from the command line's sweeps and the Optuna search space; ``None`` in a single run."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    hydra_cfg = HydraConfig.get()
+    hydra_cfg = cast(DictConfig, HydraConfig.get())  # typed as its schema (HydraConf); a DictConfig at run time
     parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     swept |= set((OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}).keys())

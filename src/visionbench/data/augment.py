@@ -99,10 +99,11 @@ class BatchAffine:
 
     def __init__(self, aug: Augment) -> None:
         self.padding_mode = FILL_MODES[aug.fill]
+        zoom = (1 - aug.zoom, 1 + aug.zoom)
         self.augmentation = K.RandomAffine(
             degrees=aug.degrees,
             translate=(aug.translate, aug.translate),
-            scale=(1 - aug.zoom, 1 + aug.zoom) * (2 if aug.zoom_independent else 1),  # kornia: 4 values = x, y apart
+            scale=(*zoom, *zoom) if aug.zoom_independent else zoom,  # kornia: 4 values = x, y apart
             shear=aug.shear,
             padding_mode=self.padding_mode,
             p=1.0,

@@ -5,10 +5,11 @@ samples that depend only on their draw (seed, epoch, index, repeat). A task's Da
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -30,6 +31,7 @@ from visionbench.seeding import stream_seed
 
 SAMPLERS = ("shuffle", "balanced")
 STAGES = ("train", "val", "test")
+ItemsT = TypeVar("ItemsT", bound=Items)  # a DataModule's listing of a split
 
 
 def start_loader_worker(worker_id: int) -> None:
@@ -70,7 +72,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, draw: Draw) -> Any:
         with self.streams([draw]).drawing(0):
-            return self.dataset[draw.index]
+            return self.dataset[draw.item]
 
     def __getitems__(self, draws: list[Draw]) -> Any:
         """Whole-batch reads (the cache's) draw no random numbers, but ``batch_transform`` (given when
@@ -78,7 +80,7 @@ class SeededSamples(Dataset):
         read_batch = getattr(self.dataset, "__getitems__", None)
         if read_batch is None:
             return [self[draw] for draw in draws]
-        batch = read_batch([draw.index for draw in draws])
+        batch = read_batch([draw.item for draw in draws])
         if self.batch_transform is None:
             return batch
         return self.batch_transform(batch, train=True, streams=self.streams(draws))
@@ -96,7 +98,7 @@ class LoaderNormalises:
         return self.batch_transform(self.collate(samples), train=False)
 
 
-class VisionDataModule(L.LightningDataModule):
+class VisionDataModule(L.LightningDataModule, Generic[ItemsT]):
     """Builds its own samplers (the trainer runs with ``use_distributed_sampler=False``).
 
     Training shuffles from (seed, epoch) alone, so a resumed run replays the same order
@@ -109,7 +111,13 @@ class VisionDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, batch_size: int, num_workers: int, seed: int = 0, sampler: str = "shuffle", pipeline: str = "pil", batch_augment: Augment | None = None
+        self,
+        batch_size: int,
+        num_workers: int,
+        seed: int = 0,
+        sampler: str = "shuffle",
+        pipeline: str = "pil",
+        batch_augment: Augment | None = None,
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
@@ -138,6 +146,7 @@ class VisionDataModule(L.LightningDataModule):
         summary's example input, already a float image batch."""
         if isinstance(batch, torch.Tensor):
             return batch
+        assert self.trainer is not None  # a batch hook: a trainer runs it
         training = self.trainer.training
         if self.batch_transform is not None and not self.transforms_in_loader:
             batch = self.batch_transform(batch, train=training)
@@ -146,13 +155,23 @@ class VisionDataModule(L.LightningDataModule):
         return batch
 
     @property
+    def class_names(self) -> list[str]:
+        """The classes in label order (a mask's values index them); a task's DataModule supplies them."""
+        raise NotImplementedError
+
+    @property
     def num_classes(self) -> int:
-        return len(self.class_names)  # type: ignore[attr-defined]
+        return len(self.class_names)
 
     def train_labels(self) -> list[int] | None:
         """The class index of each training sample, in dataset order (``sampler="balanced"`` and
         class-weighted losses count them); ``None`` when a sample has no single class (segmentation)."""
         return None
+
+    def train_masks(self) -> Iterator[np.ndarray]:
+        """Each training mask, in dataset order (median-frequency class weights count their pixels);
+        segmentation DataModules supply them."""
+        raise NotImplementedError
 
     def _training_order(self, num_samples: int, rank: int, world: int) -> EpochShuffleSampler:
         """This rank's share of each epoch's training order, as ``task.data.sampler`` asks."""
@@ -169,13 +188,13 @@ class VisionDataModule(L.LightningDataModule):
 
     # A task's DataModule supplies its source's listing of a stage (train, val, test), the per-image
     # path's (image, target) -> (normalised tensor, target), and the stage served from the cache.
-    def items(self, stage: str) -> Items:
+    def items(self, stage: str) -> ItemsT:
         raise NotImplementedError
 
     def sample_transform(self, stage: str) -> Callable[[Any, Any], tuple[Any, Any]]:
         raise NotImplementedError
 
-    def cached(self, items: Items, stage: str) -> Dataset:
+    def cached(self, items: ItemsT, stage: str) -> Dataset:
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
@@ -207,25 +226,27 @@ class VisionDataModule(L.LightningDataModule):
         batch_transform = self.batch_transform if self.transforms_in_loader else None
         if batch_transform is not None:
             collate_fn = LoaderNormalises(collate_fn, batch_transform)
-        sampler: Sampler[int]
-        if trainer is not None and trainer.overfit_batches > 0:
+        size = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__; every split's has one
+        sampler: Sampler[int] | Sampler[Draw]
+        if trainer is not None and trainer.overfit_batches > 0:  # type: ignore[attr-defined]  # set by Lightning, undeclared
             # Lightning's overfit_batches swaps any other sampler for a SequentialSampler over the
             # dataset, whose storage order is class by class: the few batches it fits (and
             # validates on) would hold one class. It gets a sequential view of a fixed shuffled order.
-            fixed = fixed_order(len(dataset))  # type: ignore[arg-type]
+            fixed = fixed_order(size)
             draws = [Draw(0, index) for index in fixed] if train else fixed
-            dataset = Subset(SeededSamples(dataset, self.seed, batch_transform) if train else dataset, draws)  # type: ignore[arg-type]
+            dataset = Subset(SeededSamples(dataset, self.seed, batch_transform) if train else dataset, draws)  # type: ignore[arg-type]  # SeededSamples is indexed by Draw
             sampler = SequentialSampler(dataset)
         elif train:
-            order = self._training_order(len(dataset), rank, world)  # type: ignore[arg-type]
+            order = self._training_order(size, rank, world)
             sampler = EpochTaggedSampler(order)
             # Workers fetch indices as soon as the loader is iterated, which on resume happens before the
             # fit loop's set_epoch (and while ``current_epoch`` still reads the checkpoint's last finished
             # epoch): start at the epoch the fit loop runs next, as Lightning hands it to ``set_epoch``.
-            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0)
+            epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0  # type: ignore[attr-defined]  # typed as its base class
+            sampler.set_epoch(epoch)
             dataset = SeededSamples(dataset, self.seed, batch_transform)
         else:
-            sampler = EvalShardSampler(len(dataset), rank, world)  # type: ignore[arg-type]
+            sampler = EvalShardSampler(size, rank, world)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

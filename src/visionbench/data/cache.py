@@ -128,7 +128,7 @@ class ArrayFile:
         out = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
         if not indices:
             return out
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         size = self.item_bytes
         for slot, index in enumerate(indices):
             if os.preadv(self._fd, [view[slot * size : (slot + 1) * size]], index * size) != size:
@@ -208,6 +208,7 @@ def _write(files: CacheFiles, count: int, canvas: tuple[int, int], decode: Decod
             images[i] = np.asarray(MEAN_PIXEL, np.uint8).reshape(3, 1, 1)
             images[i, :, :h, :w] = image
             if masks is not None:
+                assert mask is not None  # with_masks: the decoder reads one
                 masks[i] = 255
                 masks[i, :h, :w] = mask
             sizes.append((h, w))

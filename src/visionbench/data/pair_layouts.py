@@ -73,7 +73,7 @@ def voc_pairs(root: Path, split: str) -> list[Pair]:
         raise DataNotFoundError(f"The split list '{list_file}' for split '{split}' does not exist. {hint}")
     if split in TORCHVISION_SPLITS:
         voc = VOCSegmentation(str(root), year="2012", image_set=split, download=False)
-        return [(Path(i), Path(m)) for i, m in zip(voc.images, voc.masks)]
+        return [(Path(i), Path(m)) for i, m in zip(voc.images, voc.masks, strict=True)]
     mask_dir = voc_root / MASK_DIRS.get(split, "SegmentationClass")
     return [(voc_root / "JPEGImages" / f"{i}.jpg", mask_dir / f"{i}.png") for i in _read_ids(list_file)]
 

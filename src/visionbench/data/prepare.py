@@ -6,10 +6,10 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from lightning import LightningDataModule
 from rich.console import Console
 from rich.table import Table
 
+from visionbench.data.base import VisionDataModule
 from visionbench.data.cache import CACHE_DIR, human_size, planned_caches, remove_caches
 from visionbench.data.readers import is_image_name
 from visionbench.data.split import KAGGLE_TEST_DIR, TRAIN_DIR, count_table, read_manifest
@@ -110,7 +110,7 @@ def import_source(source: Path, root: Path) -> None:
         link_folder(source, root)
 
 
-def clean_cache(root: Path, mode: bool | str, datamodule: LightningDataModule) -> str:
+def clean_cache(root: Path, mode: bool | str, datamodule: VisionDataModule) -> str:
     """Remove the caches under ``root`` that ``datamodule`` does not read (``mode=True``), or all of
     them (``"all"``); returns the line saying what was removed and the bytes freed.
 
@@ -147,6 +147,6 @@ def print_counts(root: Path, console: Console | None = None) -> None:
         table.add_column(col, justify="left" if col == "class" else "right")
     for label, *counts in rows:
         table.add_row(label, *map(str, counts))
-    totals = [sum(r[i] for r in rows) for i in (1, 2, 3)]
+    totals = [sum(int(r[i]) for r in rows) for i in (1, 2, 3)]
     table.add_row(f"[bold]{len(rows)} classes", *(f"[bold]{t}" for t in totals))
     console.print(table)

@@ -18,7 +18,6 @@ from torch.utils.data import Sampler
 
 from visionbench.seeding import stream_seed
 
-
 EVAL_ORDER_SEED = 0
 
 
@@ -122,12 +121,12 @@ class ClassBalancedSampler(EpochShuffleSampler):
 
 
 class Draw(NamedTuple):
-    """One training draw: the dataset ``index`` drawn in ``epoch``, for the ``repeat``-th time that
+    """One training draw: the dataset's ``item`` drawn in ``epoch``, for the ``repeat``-th time that
     epoch (0: the first). Its augmentation stream is keyed by all three (``base.SeededSamples``), so
     repeats (``sampler=balanced`` draws with replacement; DDP padding wraps around) differ."""
 
     epoch: int
-    index: int
+    item: int  # its index in the dataset
     repeat: int = 0
 
 

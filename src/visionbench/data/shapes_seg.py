@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from visionbench.data import builtin
-from visionbench.masks import IGNORE_INDEX, voc_palette
-from visionbench.data.shapes import SUPERSAMPLE, _background, photographed, shape_mask
 from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
+from visionbench.data.shapes import SUPERSAMPLE, _background, photographed, shape_mask
+from visionbench.masks import IGNORE_INDEX, voc_palette
 
 SEG_CLASSES = ("background", "circle", "square", "triangle", "star", "cross", "ring")
 

@@ -17,7 +17,7 @@ from visionbench.data.transforms import classification_transform
 from visionbench.errors import ConfigError
 
 
-class SimpsonsDataModule(VisionDataModule):
+class SimpsonsDataModule(VisionDataModule[LabelledImages]):
     """Class folders -> deterministic manifest (``ClassFolders``) -> images for the model.
 
     ``pipeline="pil"`` decodes, resizes, augments and normalises every image in the loader

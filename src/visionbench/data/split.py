@@ -225,7 +225,7 @@ def build_split(root: Path, spec: SplitSpec) -> SplitResult:
             rest, test = files[: len(files) - spec.test_per_class], files[len(files) - spec.test_per_class :]
             entries += [Entry(p, label, "test", d) for p, d in test]
         order = rng.permutation(len(rest))
-        n_val = int(round(len(rest) * spec.val_fraction))
+        n_val = round(len(rest) * spec.val_fraction)
         val_idx = set(order[:n_val].tolist())
         entries += [Entry(p, label, "val" if i in val_idx else "train", d) for i, (p, d) in enumerate(rest)]
     for path, digest, label in kaggle:

@@ -69,7 +69,7 @@ def augmentation(aug: Augment) -> list[v2.Transform]:
         return []
     steps = [RandomAffineWarp(aug), brightness_jitter(aug), v2.RandomHorizontalFlip(aug.hflip)]
     policy = auto_augmentation(aug)
-    return steps + [policy] if policy is not None else steps
+    return [*steps, policy] if policy is not None else steps
 
 
 def normalize() -> list[v2.Transform]:
@@ -85,7 +85,7 @@ def classification_transform(image_size: int, aug: Augment | None) -> v2.Compose
         steps += augmentation(aug)
     steps += normalize()
     erasing = random_erasing(aug) if aug is not None else None
-    return v2.Compose(steps + [erasing] if erasing is not None else steps)
+    return v2.Compose([*steps, erasing] if erasing is not None else steps)
 
 
 class RandomScale(v2.Transform):
@@ -137,7 +137,8 @@ def train_steps(crop: tuple[int, int], aug: SegAugment, image_fill: float | Sequ
     """
     steps: list[v2.Transform] = []
     if aug.enabled and aug.scale_range is not None:
-        steps.append(RandomScale(tuple(aug.scale_range)))
+        low, high = aug.scale_range
+        steps.append(RandomScale((low, high)))
     fill = {tv_tensors.Image: image_fill, tv_tensors.Mask: IGNORE_INDEX}
     steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, fill=fill))
     if aug.enabled and aug.hflip > 0:

@@ -25,7 +25,7 @@ from visionbench.masks import IGNORE_INDEX
 log = logging.getLogger(__name__)
 
 
-class VOCSegmentationDataModule(VisionDataModule):
+class VOCSegmentationDataModule(VisionDataModule[ImageMaskPairs]):
     """Image/mask pairs (``layout``: voc, folders, camvid) -> joint transforms -> padded batches.
 
     ``pipeline="pil"`` (the reference) decodes and transforms every pair in the loader;
@@ -62,7 +62,7 @@ class VOCSegmentationDataModule(VisionDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, seed, pipeline=pipeline)
         self.root = Path(root)
-        self.splits: dict[str, str | None] = dict(zip(STAGES, (train_split, val_split, test_split)))
+        self.splits: dict[str, str | None] = dict(zip(STAGES, (train_split, val_split, test_split), strict=True))
         self.crop = (int(crop[0]), int(crop[1]))
         self.augment = SegAugment(**(augment or {}))
         self.size_divisor = size_divisor
@@ -74,7 +74,7 @@ class VOCSegmentationDataModule(VisionDataModule):
                 f"task.data.class_names is not set; task.data.layout={layout} needs the class names in mask-index "
                 "order, e.g. 'task.data.class_names=[background,road]' (mask value 0 is the first name)."
             )
-        self.class_names = list(class_names or VOC_CLASSES)
+        self._class_names = list(class_names or VOC_CLASSES)
         if not self.num_classes <= ignore_index <= 255:
             raise ConfigError(
                 f"task.data.ignore_index={ignore_index} must be a mask value that is not a class: "
@@ -82,6 +82,10 @@ class VOCSegmentationDataModule(VisionDataModule):
             )
         self.source = PairLayout(self.root, layout, self.num_classes, ignore_index, generator)
         self.warned = False  # prepare_data runs more than once per run (fit, test)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._class_names
 
     def prepare_data(self) -> None:
         self.source.prepare([self.split_name(stage) for stage in STAGES], self.validate)
