@@ -11,9 +11,12 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from visionbench.errors import ConfigError, VisionbenchError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +65,7 @@ def report_errors(fn: Callable[[], T]) -> T:
     """
     try:
         return fn()
-    except Exception as raised:  # noqa: BLE001 - only user errors are handled, the rest re-raised as is
+    except Exception as raised:  # only user errors are handled, the rest re-raised as is
         err = user_error(raised)
         if err is None:
             raise
@@ -81,11 +84,12 @@ def remove_stub_run_folder() -> None:
     ``logs/<task>/runs/``. A folder holding anything else (checkpoints, events) stays, and so
     do sweep jobs' folders (their logs are how a sweep is read)."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     if not HydraConfig.initialized():
         return
-    output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False)
+    hydra_cfg = cast(DictConfig, HydraConfig.get())  # typed as its schema (HydraConf); a DictConfig at run time
+    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir", throw_on_missing=False)
     if not output_dir:  # composed without running (tests, tools)
         return
     folder = Path(output_dir).resolve()
@@ -202,18 +206,18 @@ def check_override_keys(config_name: str, argv: list[str]) -> None:
     for key in keys:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False)
-        if not isinstance(node, DictConfig) or leaf in node.keys():  # keys(): a ??? value counts
+        if not isinstance(node, DictConfig) or leaf in node.keys():  # noqa: SIM118  # keys(): a ??? value counts, `in` skips it
             continue
-        raise ConfigError(unknown_key_message(key, node, cfg))
+        raise ConfigError(unknown_key_message(key, node))
 
 
-def unknown_key_message(key: str, node: object, cfg: object) -> str:
-    """The paragraph for ``key``, a key its node (a ``DictConfig``) does not have."""
+def unknown_key_message(key: str, node: DictConfig) -> str:
+    """The paragraph for ``key``, a key its node does not have."""
     parent, _, leaf = key.rpartition(".")
     group = parent.split(".", 1)[0]
-    options = [k for k in node.keys() if not str(k).startswith("_")]  # type: ignore[attr-defined]
+    options = [str(k) for k in node if not str(k).startswith("_")]
     close = difflib.get_close_matches(leaf, options, n=1)
-    target = node.get("_target_") if hasattr(node, "get") else None  # type: ignore[union-attr]
+    target = node.get("_target_")
     has = f"It has: {', '.join(map(str, options))}." if options else "It has no keys of its own."
     hint = f" Did you mean {parent}.{close[0]}?" if close else ""
     extra = (

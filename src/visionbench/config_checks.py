@@ -56,10 +56,12 @@ KNOBS = (
     Knob("task.data.image_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (pixels)", "task.data.image_size=128"),
     Knob("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0", "optimizer.lr=0.001"),
     Knob("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0", "optimizer.weight_decay=1e-4"),
-    Knob("optimizer.norm_weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0 (or null: as weight_decay)", "optimizer.norm_weight_decay=0.0"),
+    Knob("optimizer.norm_weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0 (or null: as weight_decay)",
+         "optimizer.norm_weight_decay=0.0"),
     Knob("optimizer.momentum", lambda v: _is_number(v) and v >= 0, "a number >= 0", "optimizer.momentum=0.9"),
     Knob("ema_decay", lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1 (or null: no averaging)", "ema_decay=0.999"),
-    Knob("scheduler.warmup_epochs", lambda v: _is_number(v) and v >= 0, "a number of epochs >= 0 (fractions allowed)", "scheduler.warmup_epochs=0.5"),
+    Knob("scheduler.warmup_epochs", lambda v: _is_number(v) and v >= 0, "a number of epochs >= 0 (fractions allowed)",
+         "scheduler.warmup_epochs=0.5"),
 )  # fmt: skip
 
 

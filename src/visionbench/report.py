@@ -83,7 +83,7 @@ class Run:
 
 
 def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
-    return dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)
+    return {key: value for key, _, value in (line.partition("=") for line in lines)}
 
 
 def find_runs(root: Path) -> list[Run]:

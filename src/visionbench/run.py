@@ -10,12 +10,14 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -38,7 +40,7 @@ from visionbench.tasks.base import VisionTask
 log = logging.getLogger(__name__)
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
 
 
@@ -90,7 +92,11 @@ def interrupted_exit(cfg: DictConfig, trainer: L.Trainer, stop: BaseException, m
 
 def resume_command(checkpoint: Path, run_dir: Path) -> str:
     """``python <entry point> <this run's overrides> ckpt_path=... hydra.run.dir=...``."""
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))] if HydraConfig.initialized() else []
+    overrides = (
+        [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+        if HydraConfig.initialized()
+        else []
+    )
     words = ["python", sys.argv[0], *overrides, f"ckpt_path={checkpoint}", f"hydra.run.dir={run_dir}"]
     return " ".join(shlex.quote(w) for w in words)
 
@@ -116,7 +122,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
         if cfg.test:
-            trainer.test(task, datamodule=datamodule, ckpt_path=weights_to_test(trainer, cfg.train, f"{monitor}_best" in metrics), weights_only=True)
+            weights = weights_to_test(trainer, cfg.train, f"{monitor}_best" in metrics)
+            trainer.test(task, datamodule=datamodule, ckpt_path=weights, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
     except SystemExit as stop:  # Lightning's SIGTERMException, or its exit after Ctrl-C
         if trainer.state.status != TrainerStatus.INTERRUPTED:
@@ -128,14 +135,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         log.info("Run folder: %s", out_dir)
-        if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers) and not trainer.fast_dev_run:
+        if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers) and not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning, undeclared
             log.info("TensorBoard: tensorboard --logdir %s", out_dir)  # fast_dev_run (debug=fdr) logs nothing
     return metrics
 
 
 def weights_to_test(trainer: L.Trainer, trained: bool, validated: bool) -> str | None:
     """The best checkpoint; the weights in memory (``None``) when no validation ran to pick one."""
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = trainer.checkpoint_callback.best_model_path if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else ""
     if best:
         return best
     if trained and not validated:
@@ -158,7 +165,7 @@ def run_extent(trainer: L.Trainer, task: VisionTask, clock: WallClock) -> dict[s
         "epochs": epochs_trained(trainer),
         "steps": trainer.global_step,
     }
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning, undeclared
         if isinstance(callback, TimeToTarget):
             extent.update(callback.results())
     return extent
@@ -191,7 +198,8 @@ def eval_task(trained: DictConfig, trained_data_dir: str, given: DictConfig | No
     task = trained.copy()
     if Path(task.data.root).is_relative_to(trained_data_dir):
         task.data.root = str(Path(data_dir) / Path(task.data.root).relative_to(trained_data_dir))
-    return OmegaConf.merge(task, given) if given is not None else task
+    # Merged into a DictConfig, the result is one (OmegaConf types any merge as a DictConfig or a ListConfig).
+    return cast(DictConfig, OmegaConf.merge(task, given)) if given is not None else task
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -222,10 +230,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "was trained on (omit task=)."
         ) from None
     trainer = build_trainer(run_cfg)
-    if cfg.split == "val":
-        results = trainer.validate(task, datamodule=datamodule)
-    else:
-        results = trainer.test(task, datamodule=datamodule)
+    results = trainer.validate(task, datamodule=datamodule) if cfg.split == "val" else trainer.test(task, datamodule=datamodule)
     metrics = _scalars(results[0]) if results else {}
     if trainer.is_global_zero:
         write_text_atomic(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
