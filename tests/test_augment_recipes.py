@@ -11,18 +11,18 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import TINY
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import Tensor
 from torchvision.transforms import v2
 
-from visionbench.data.base import VisionDataModule
+from conftest import TINY
+from visionbench.compose import build_datamodule, build_task
 from visionbench.data.augment import Augment, BatchAffine, auto_augmentation, batch_mix, random_erasing
+from visionbench.data.base import VisionDataModule
 from visionbench.data.batch_augment import BatchTransform, normalize_uint8
 from visionbench.data.transforms import classification_transform
 from visionbench.errors import ConfigError
-from visionbench.compose import build_datamodule, build_task
 
 # The article's augmentation reduced to the identity (no warp, brightness 1, no flip), so the
 # recipes' effects are seen alone.
@@ -200,7 +200,9 @@ class TrainingLabels(L.Callback):
 @pytest.mark.slow
 def test_a_training_step_with_the_whole_recipe_has_a_finite_loss(compose_cfg, pipeline: str) -> None:
     recipe = ["mixup=0.2", "cutmix=1.0", "auto_augment=ta_wide", "random_erase=0.25"]
-    cfg = compose_cfg(["task=shapes", "model=resnet_small", *TINY, f"task.data.pipeline={pipeline}", *(f"task.data.augment.{r}" for r in recipe)])
+    cfg = compose_cfg(
+        ["task=shapes", "model=resnet_small", *TINY, f"task.data.pipeline={pipeline}", *(f"task.data.augment.{r}" for r in recipe)]
+    )
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it over: hydra.* lives in HydraConfig only
     L.seed_everything(cfg.seed)

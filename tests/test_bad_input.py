@@ -14,21 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_cli
-from kaggle_fixture import make_kaggle_download
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_segmentation_data import write_list, write_mask, write_pair
 from torch._utils import ExceptionWrapper
 
+from conftest import TINY, run_cli
+from kaggle_fixture import make_kaggle_download
+from test_segmentation_data import write_list, write_mask, write_pair
+from visionbench.checkpoint import load_checkpoint
 from visionbench.cli import report_errors
 from visionbench.config_checks import check_numeric_knobs
+from visionbench.data.pair_layouts import VOC_DIR
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import EXCLUDED, SplitSpec, build_split
-from visionbench.data.pair_layouts import VOC_DIR
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
-from visionbench.checkpoint import load_checkpoint
 from visionbench.run import check_resume, evaluate, train
 
 
@@ -101,7 +101,8 @@ def test_bad_mask_read_in_a_dataloader_worker_prints_the_readers_paragraph(tmp_p
     write_list(voc, "val", ["d"])
     result = run_cli(
         "src/train.py", "task=voc", "model=fcn", *TINY, f"task.data.root={tmp_path}", "task.data.crop=[32,32]",
-        "task.data.pipeline=pil", "task.data.num_workers=1", "task.data.batch_size=3", "callbacks.figures=null", f"hydra.run.dir={tmp_path / 'run'}",
+        "task.data.pipeline=pil", "task.data.num_workers=1", "task.data.batch_size=3", "callbacks.figures=null",
+        f"hydra.run.dir={tmp_path / 'run'}",
         check=False,
     )  # fmt: skip
     assert result.returncode == 1
@@ -171,7 +172,7 @@ def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path: Path, content:
     path = tmp_path / "last.ckpt"
     torch.save({"visionbench_config": {}, "state_dict": {"w": torch.zeros(1000)}}, path)
     path.write_bytes(content if content is not None else path.read_bytes()[:2000])
-    with pytest.raises(CorruptDataError, match="last.ckpt' is not a readable checkpoint"):
+    with pytest.raises(CorruptDataError, match=r"last\.ckpt' is not a readable checkpoint"):
         load_checkpoint(path)
 
 
@@ -197,7 +198,7 @@ def test_resuming_into_a_new_run_folder_asks_for_the_checkpoints_folder(compose_
 
 
 def test_resuming_from_a_missing_checkpoint_is_named(compose_cfg, tmp_path: Path) -> None:
-    with pytest.raises(DataNotFoundError, match="missing.ckpt' does not exist"):
+    with pytest.raises(DataNotFoundError, match=r"missing\.ckpt' does not exist"):
         check_resume(compose_cfg(["task=shapes", "model=cnn", f"ckpt_path={tmp_path / 'missing.ckpt'}"]))
 
 
@@ -206,7 +207,9 @@ def test_a_misspelt_added_key_names_the_setting_it_resembles(capsys: pytest.Capt
     with pytest.raises(SystemExit):
         report_errors(lambda: instantiate(cfg))
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: trainer.max_epoch is not a setting of lightning.pytorch") and "Did you mean trainer.max_epochs?" in error
+    assert (
+        error.startswith("error: trainer.max_epoch is not a setting of lightning.pytorch") and "Did you mean trainer.max_epochs?" in error
+    )
 
 
 class NetWithABug(torch.nn.Module):

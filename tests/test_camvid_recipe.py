@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
-from test_seg_folder_task import CAMVID_CLASSES, CAMVID_SPLITS, camvid_mask, camvid_root, write_image, write_mask  # noqa: F401 (camvid_root: a fixture)
-from test_segmentation_task import HAND_MEDIAN_FREQUENCY, WEIGHT_MASKS
 
+from conftest import TINY
+from test_seg_folder_task import CAMVID_CLASSES, CAMVID_SPLITS, camvid_mask, write_camvid, write_image, write_mask
+from test_segmentation_task import HAND_MEDIAN_FREQUENCY, WEIGHT_MASKS
+from visionbench.compose import build_datamodule, build_task, check_model_task
 from visionbench.drawing import SegmentationRow, segmentation_figure
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX, class_colormap, voc_palette
 from visionbench.predict import predict
-from visionbench.compose import build_datamodule, build_task, check_model_task
 from visionbench.run import train
 from visionbench.tasks.classification import ClassificationTask
 from visionbench.tasks.optim import Horizon, check_scheduler, optimization_arguments, poly_schedule
@@ -51,6 +51,11 @@ def test_build_task_weighs_the_loss_by_the_training_masks_median_frequency(compo
     assert torch.allclose(task.class_weight, torch.tensor(HAND_MEDIAN_FREQUENCY))
 
 
+@pytest.fixture
+def camvid_root(tmp_path: Path) -> Path:
+    return write_camvid(tmp_path / "camvid")
+
+
 def test_camvid_palette_colours_its_classes_and_leaves_void_black(compose_cfg, camvid_root: Path) -> None:
     cfg = compose_cfg(["task=camvid", f"task.data.root={camvid_root}"])
     colormap = task_colormap(cfg.task.module.palette, CAMVID_CLASSES)
@@ -67,7 +72,7 @@ def test_tasks_without_a_palette_keep_vocs_colour_map(compose_cfg) -> None:
 def test_a_palette_short_of_a_colour_per_class_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"task.module.palette has 2 colour\(s\) for the 3 classes"):
         task_colormap([[0, 0, 0], [1, 1, 1]], ["a", "b", "c"])
-    with pytest.raises(ConfigError, match="task.module.palette"):
+    with pytest.raises(ConfigError, match=r"task\.module\.palette"):
         task_colormap([[0, 0, 0], [1, 1, 300]], ["a", "b"])
 
 

@@ -6,11 +6,11 @@ import inspect
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
 from hydra.utils import get_class, instantiate
 
-from visionbench.errors import ConfigError
+from conftest import REPO, run_cli
 from visionbench.compose import check_model_task
+from visionbench.errors import ConfigError
 
 TASKS = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
@@ -91,7 +91,7 @@ def test_summary_prints_the_layer_table_at_the_tasks_reference_size(compose_cfg)
     assert "Total params: 3,491,603" in summarize(compose_cfg(["model=cnn", "task=simpsons"]))
     table = summarize(compose_cfg(["model=fcn", "task=voc"]))
     assert "3x320x480" in table and "Total params: 12,993,642" in table
-    with pytest.raises(ConfigError, match="task.num_classes=N"):  # your own data has no reference class count
+    with pytest.raises(ConfigError, match=r"task\.num_classes=N"):  # your own data has no reference class count
         summarize(compose_cfg(["model=cnn", "task=folder"]))
     assert "Total params:" in summarize(compose_cfg(["model=cnn", "task=folder", "task.num_classes=5"]))
 
@@ -134,7 +134,10 @@ def test_the_fast_recipe_starts_at_chance_balances_the_classes_and_reports_tta_b
     assert cfg.task.module.tta == "flip" and cfg.trainer.max_epochs == 15 and cfg.task.monitor == "val/acc"
 
 
-@pytest.mark.parametrize(("overrides", "precision"), [([], "32-true"), (["experiment=simpsons_fast"], "32-true"), (["trainer.precision=bf16-mixed"], "bf16-mixed")])
+@pytest.mark.parametrize(
+    ("overrides", "precision"),
+    [([], "32-true"), (["experiment=simpsons_fast"], "32-true"), (["trainer.precision=bf16-mixed"], "bf16-mixed")],
+)
 def test_bf16_autocast_only_where_requested(compose_cfg, overrides: list[str], precision: str) -> None:
     """bf16 is ~3x faster on a CPU with AMX but 4-10x slower on one without bf16 instructions: never a default."""
     assert compose_cfg(overrides).trainer.precision == precision

@@ -20,10 +20,10 @@ from visionbench.callbacks import task_figures
 from visionbench.callbacks.classification import ClassificationFigures
 from visionbench.callbacks.model_summary import ModelSummaryText
 from visionbench.callbacks.segmentation import SegmentationFigures
-from visionbench.drawing import colorize, unnormalize
-from visionbench.masks import IGNORE_INDEX
 from visionbench.data.transforms import normalize, pad_collate
+from visionbench.drawing import colorize, unnormalize
 from visionbench.errors import ConfigError
+from visionbench.masks import IGNORE_INDEX
 from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores
 
 SEG_CLASSES = 3

@@ -60,6 +60,6 @@ def test_training_loop_keeps_the_model_busy(result: DataBenchResult, model: str)
 
 
 def test_epoch_time_grows_linearly_and_memory_stays_flat(result: DataBenchResult) -> None:
-    per_image = [s / n for s, n in zip(result.growth_epoch_s, result.growth_train_images)]
+    per_image = [s / n for s, n in zip(result.growth_epoch_s, result.growth_train_images, strict=True)]
     assert max(per_image) / min(per_image) < 1.5, result  # linear: constant time per image
     assert max(result.growth_peak_rss_mb) - min(result.growth_peak_rss_mb) < 64, result  # flat

@@ -3,8 +3,8 @@ against the per-image PIL pipeline (the reference) on tiny datasets in the real 
 
 from __future__ import annotations
 
-import math
 import logging
+import math
 import os
 import threading
 from pathlib import Path
@@ -23,12 +23,12 @@ from visionbench.data.cache import CACHE_DIR, build_cache, remove_caches
 from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
 from visionbench.data.readers import decode_resized
 from visionbench.data.sampler import Draw
-from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import MANIFEST, TRAIN_DIR, read_manifest
 from visionbench.data.transforms import MEAN_PIXEL
 from visionbench.data.voc import VOCSegmentationDataModule
 from visionbench.errors import ConfigError
+from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.tasks.classification import ClassificationTask
 
 SPLIT = {"min_images": 3, "test_per_class": 1, "val_fraction": 0.25}
@@ -89,7 +89,7 @@ def test_without_augmentation_both_pipelines_give_the_same_batches(tmp_path: Pat
         pil_batches = list(getattr(pil, loader)())
         cached_batches = list(getattr(cached, loader)())
         assert len(pil_batches) == len(cached_batches) > 0
-        for (x_pil, y_pil), raw in zip(pil_batches, cached_batches):
+        for (x_pil, y_pil), raw in zip(pil_batches, cached_batches, strict=True):
             assert raw[0].dtype == torch.uint8
             x_cached, y_cached = cached.batch_transform(raw, train=split == "train")
             assert torch.equal(y_pil, y_cached)
@@ -105,7 +105,7 @@ def test_flip_rate_brightness_and_rotation_follow_the_augment_settings() -> None
     assert 0.44 < params.flipped.float().mean().item() < 0.56
     assert params.affine["angle"].abs().max().item() <= 40
     assert params.affine["angle"].abs().max().item() > 35  # the whole range is used, not a fixed angle
-    assert 0.8 <= params.brightness.min().item() and params.brightness.max().item() <= 1.2
+    assert params.brightness.min().item() >= 0.8 and params.brightness.max().item() <= 1.2
     assert params.affine["scale"].min().item() >= 0.9 and params.affine["scale"].max().item() <= 1.1
 
 
@@ -391,7 +391,9 @@ def test_cleaning_waits_for_a_build_in_progress_and_removes_only_what_is_not_kep
 
 
 def on_cpu(dm: SimpsonsDataModule) -> SimpsonsDataModule:
-    dm.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    dm.trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     dm.trainer.training = True
     return dm
 
@@ -415,7 +417,9 @@ def test_on_a_cpu_batches_leave_the_loader_augmented_and_normalised(tmp_path: Pa
 
 
 def test_a_samples_loader_augmentation_does_not_depend_on_its_batch(tmp_path: Path) -> None:
-    dm = on_cpu(simpsons(write_classes(tmp_path / "data", width=40, height=36), "cached", augment={"auto_augment": "ta_wide", "random_erase": 0.5}))
+    dm = on_cpu(
+        simpsons(write_classes(tmp_path / "data", width=40, height=36), "cached", augment={"auto_augment": "ta_wide", "random_erase": 0.5})
+    )
     dataset = dm.train_dataloader().dataset
     first, _ = dataset.__getitems__([Draw(0, 3), Draw(0, 5)])  # type: ignore[attr-defined]
     second, _ = dataset.__getitems__([Draw(0, 5), Draw(0, 1), Draw(0, 3)])  # type: ignore[attr-defined]

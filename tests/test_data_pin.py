@@ -23,11 +23,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
-
 from tests.conftest import TINY
 from tests.test_data_cache import write_classes
-from visionbench.data.shapes_seg import generate_shapes_seg
+
 from visionbench.compose import build_datamodule, build_task
+from visionbench.data.shapes_seg import generate_shapes_seg
 
 SIMPSONS = ["task=simpsons", "model=cnn", "task.data.image_size=32", "task.data.split.min_images=5", "task.data.split.test_per_class=2"]
 VOC = ["task=voc", "model=fcn", "task.data.crop=[32,48]", "task.data.augment.scale_range=[0.5,2.0]", "task.module.eval_mode=slide"]
@@ -45,7 +45,7 @@ def same_batches(seen: list[str], expected: list[str]) -> bool:
     """Equal labels, masks and uint8 images; float image statistics within 2e-3."""
     if len(seen) != len(expected):
         return False
-    for got, want in zip(seen, expected):
+    for got, want in zip(seen, expected, strict=True):
         for a, b in zip(got.split(), want.split(), strict=True):
             if "/" in b:
                 if any(abs(float(x) - float(y)) > 2e-3 for x, y in zip(a.split("/"), b.split("/"), strict=True)):
@@ -64,7 +64,9 @@ class BatchDigests(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         self.seen.append(f"train e{trainer.current_epoch} b{batch_idx} " + " ".join(digest(t) for t in batch))
 
-    def on_validation_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if not trainer.sanity_checking:
             self.seen.append(f"val e{trainer.current_epoch} b{batch_idx} " + " ".join(digest(t) for t in batch))
 
@@ -134,7 +136,11 @@ PINNED: dict[tuple[str, str], tuple[list[str], dict[str, float]]] = {
             'train e1 b1 -0.0475/0.8199 3e394725d7a4',
             'val e1 b0 -0.0049/0.7289 803ec4009a88',
         ],
-        {'test/loss': 2.983, 'test/pixel_acc': 0.0116, 'test/miou': 0.0088, 'test/iou/background': 0.0, 'test/iou/aeroplane': 0.0, 'test/iou/bicycle': 0.0633, 'test/iou/bird': 0.0, 'test/iou/boat': 0.0072, 'test/iou/bottle': 0.0, 'test/iou/pottedplant': 0.0, 'test/iou/train': 0.0},
+        {
+            'test/loss': 2.983, 'test/pixel_acc': 0.0116, 'test/miou': 0.0088, 'test/iou/background': 0.0, 'test/iou/aeroplane': 0.0,
+            'test/iou/bicycle': 0.0633, 'test/iou/bird': 0.0, 'test/iou/boat': 0.0072, 'test/iou/bottle': 0.0, 'test/iou/pottedplant': 0.0,
+            'test/iou/train': 0.0,
+        },
     ),
     ('voc', 'cached'): (
         [
@@ -145,7 +151,11 @@ PINNED: dict[tuple[str, str], tuple[list[str], dict[str, float]]] = {
             'train e1 b1 -0.0462/0.8200 3e394725d7a4',
             'val e1 b0 -0.0036/0.7289 803ec4009a88',
         ],
-        {'test/loss': 2.9755, 'test/pixel_acc': 0.0061, 'test/miou': 0.0008, 'test/iou/background': 0.0, 'test/iou/aeroplane': 0.0, 'test/iou/bicycle': 0.0, 'test/iou/bird': 0.0, 'test/iou/boat': 0.0071, 'test/iou/bottle': 0.0, 'test/iou/car': 0.0, 'test/iou/motorbike': 0.0, 'test/iou/sofa': 0.0},
+        {
+            'test/loss': 2.9755, 'test/pixel_acc': 0.0061, 'test/miou': 0.0008, 'test/iou/background': 0.0, 'test/iou/aeroplane': 0.0,
+            'test/iou/bicycle': 0.0, 'test/iou/bird': 0.0, 'test/iou/boat': 0.0071, 'test/iou/bottle': 0.0, 'test/iou/car': 0.0,
+            'test/iou/motorbike': 0.0, 'test/iou/sofa': 0.0,
+        },
     ),
 }  # fmt: skip
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import SESSION_DIR, TINY, run_cli
 
 pytestmark = pytest.mark.slow
@@ -135,7 +136,13 @@ def test_classification_accuracy_is_identical_on_one_and_two_processes(straight:
 def test_resuming_on_two_processes_equals_training_straight(straight: tuple[Path, str], tmp_path: Path) -> None:
     run_dir, _ = straight
     run_cli("src/train.py", *STRAIGHT, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={tmp_path}")
-    run_cli("src/train.py", *STRAIGHT, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path}")
+    run_cli(
+        "src/train.py",
+        *STRAIGHT,
+        "trainer.max_epochs=2",
+        f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path}",
+    )
     straight_metrics, again = _metrics(run_dir), _metrics(tmp_path)
     volatile = {"wall_time_s", "perf/train_images_per_s", "perf/train_tflops", "perf/train_mfu", "perf/peak_tflops"}
     assert {k: v for k, v in again.items() if k not in volatile} == {k: v for k, v in straight_metrics.items() if k not in volatile}

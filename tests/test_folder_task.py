@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
 from hydra.utils import instantiate
-from kaggle_fixture import make_kaggle_download
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from conftest import TINY
+from kaggle_fixture import make_kaggle_download
 from visionbench.cli import report_errors
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import EXCLUDED, MANIFEST, Entry, read_manifest

@@ -8,15 +8,15 @@ import os
 import signal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import pytest
-from conftest import TINY
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import TINY
 from visionbench.callbacks.history import ValidationHistory
 from visionbench.errors import ConfigError
 from visionbench.run import train
@@ -43,7 +43,7 @@ def test_history_has_one_row_per_validation_pass_with_fractional_epochs_steps_an
     assert [float(r["epoch"]) for r in rows] == [0.5, 1.0, 1.5, 2.0]  # the sanity check is not a row
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
     seconds = [float(r["seconds"]) for r in rows]
-    assert 0 < seconds[0] and seconds == sorted(seconds) and seconds[-1] <= metrics["wall_time_s"]
+    assert seconds[0] > 0 and seconds == sorted(seconds) and seconds[-1] <= metrics["wall_time_s"]
     assert list(rows[0])[:4] == ["epoch", "step", "seconds", "val/acc"] and {"val/acc_macro", "val/loss"} <= set(rows[0])
     assert float(rows[-1]["val/acc"]) == pytest.approx(metrics["val/acc"]) and float(rows[-1]["epoch"]) == metrics["epochs"]
     curve = EventAccumulator(str(tmp_path / "tensorboard")).Reload().Scalars("val/acc_vs_seconds")

@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tests.conftest import REPO
+from conftest import REPO
 
 GROUPS = ("task", "model", "optimizer", "scheduler", "trainer", "callbacks", "paths", "bench")
 # Not after a word, a dot or a brace (``{task.description}`` is a format field), not a file name.
-KEY = re.compile(r"(?<![\w.{])((?:%s)(?:\.[a-z_][a-z0-9_]*)+)(?![\w])" % "|".join(GROUPS))
+KEY = re.compile(r"(?<![\w.{])((?:" + "|".join(GROUPS) + r")(?:\.[a-z_][a-z0-9_]*)+)(?![\w])")
 # The configs a message can be about: every task, model, optimizer and scheduler option.
 COMPOSITIONS = [
     *(["task=" + p.stem] for p in sorted((REPO / "conf/task").glob("*.yaml"))),
-    *(["model=" + p.stem, "task=voc" if p.stem in ("fcn", "fcn8s", "fpn") else "task=simpsons"] for p in sorted((REPO / "conf/model").glob("*.yaml"))),
+    *(
+        ["model=" + p.stem, "task=voc" if p.stem in ("fcn", "fcn8s", "fpn") else "task=simpsons"]
+        for p in sorted((REPO / "conf/model").glob("*.yaml"))
+    ),
     *(["optimizer=" + p.stem] for p in sorted((REPO / "conf/optimizer").glob("*.yaml"))),
     *(["scheduler=" + p.stem] for p in sorted((REPO / "conf/scheduler").glob("*.yaml"))),
-    ["trainer=ddp_cpu"], ["trainer=slurm"],
+    ["trainer=ddp_cpu"],
+    ["trainer=slurm"],
 ]
 
 
@@ -51,7 +54,7 @@ def known_keys(cfg: DictConfig, prefix: str = "") -> set[str]:
     keys: set[str] = set()
     if cfg._is_none() or cfg._is_missing():
         return keys
-    for key in cfg.keys():
+    for key in cfg:
         dotted = f"{prefix}{key}"
         keys.add(dotted)
         node = cfg._get_node(key)

@@ -46,7 +46,7 @@ def test_resnet_trunk_returns_c2_to_c5_at_strides_4_to_32(depth: int, channels: 
         features = trunk(torch.randn(1, 3, 64, 96))
     assert trunk.out_channels == channels
     assert [f.shape[1:] for f in features] == [
-        (c, 64 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32))
+        (c, 64 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)
     ]
 
 

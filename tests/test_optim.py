@@ -238,14 +238,26 @@ def test_reduce_on_plateau_follows_the_tasks_monitored_metric(compose_cfg) -> No
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["scheduler=cosine", "+scheduler.step_size=1"], r"scheduler\.step_size is not a key of scheduler=cosine\. Its keys: warmup_epochs, warmup_start_factor, eta_min\."),
-        ([*STEP_LR_BY_TARGET, "+scheduler.step_sise=1"], r"scheduler\.step_sise is not an argument of torch\.optim\.lr_scheduler\.StepLR\. Its arguments: step_size, gamma, last_epoch.*Did you mean scheduler\.step_size\?"),
-        (["scheduler=torch"], r"scheduler\._target_, and none was given: e\.g\. `scheduler=torch scheduler\._target_=torch\.optim\.lr_scheduler\.StepLR"),
+        (
+            ["scheduler=cosine", "+scheduler.step_size=1"],
+            r"scheduler\.step_size is not a key of scheduler=cosine\. Its keys: warmup_epochs, warmup_start_factor, eta_min\.",
+        ),
+        (
+            [*STEP_LR_BY_TARGET, "+scheduler.step_sise=1"],
+            r"scheduler\.step_sise is not an argument of torch\.optim\.lr_scheduler\.StepLR\. Its arguments: step_size, gamma, last_epoch"
+            r".*Did you mean scheduler\.step_size\?",
+        ),
+        (
+            ["scheduler=torch"],
+            r"scheduler\._target_, and none was given: e\.g\. `scheduler=torch scheduler\._target_=torch\.optim\.lr_scheduler\.StepLR",
+        ),
         ([*STEP_LR_BY_TARGET, "+scheduler.step_size=1", "scheduler.interval=batch"], r"scheduler\.interval=batch .*step or epoch"),
         (["scheduler=torch", "scheduler._target_=torch.optim.SGD"], r"torch\.optim\.SGD is not a learning-rate scheduler"),
     ],
     ids=["group-key", "torch-argument", "no-target", "interval", "not-a-scheduler"],
 )  # fmt: skip
-def test_a_key_the_scheduler_does_not_have_is_one_paragraph_listing_the_keys_it_has(compose_cfg, overrides: list[str], message: str) -> None:
+def test_a_key_the_scheduler_does_not_have_is_one_paragraph_listing_the_keys_it_has(
+    compose_cfg, overrides: list[str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         check_numeric_knobs(compose_cfg(overrides))  # at config time, before any data is prepared

@@ -13,15 +13,15 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from conftest import TINY, run_cli
-from omegaconf import open_dict
 from lightning.pytorch.callbacks import BasePredictionWriter
+from omegaconf import open_dict
+from PIL import Image
 from torch import Tensor, nn
 
+from conftest import TINY, run_cli
+from visionbench.cli import report_errors
 from visionbench.data.predict_files import input_files, predict_loader
 from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.cli import report_errors
 from visionbench.errors import ConfigError
 from visionbench.masks import voc_palette
 from visionbench.predict import default_output_dir, predict
@@ -113,7 +113,7 @@ def test_predict_preprocessing_equals_the_validation_dataset(checkpoint: Path) -
     config = task.run_config["task"]["data"]
     data = SimpsonsDataModule(config["root"], image_size=config["image_size"], split=config["split"])
     val = data.dataset("val")
-    x, label = val[0]
+    x, _ = val[0]
     batch = next(iter(predict_loader([val.items.root / val.items.paths[0]], val.items.root, "classification", config, batch_size=1)))
     torch.testing.assert_close(batch.images[0], x)
     with torch.no_grad():

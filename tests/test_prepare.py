@@ -8,9 +8,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from conftest import run_cli
 from kaggle_fixture import flat_copy, make_kaggle_download
-
 from visionbench.data.cache import CACHE_DIR
 from visionbench.data.prepare import clean_cache, extract_zip, import_source, link_folder
 from visionbench.data.simpsons import SimpsonsDataModule
@@ -52,7 +52,9 @@ def test_prepare_imports_the_zip_and_the_kaggle_test_set_becomes_the_test_split(
     archive = _zip(download, tmp_path / "archive.zip")
     result = run_cli("src/prepare.py", "task=simpsons", f"source={archive}", f"paths.data_dir={tmp_path / 'data'}")
     assert "homer_simpson" in result.stdout and "excluded" in result.stdout
-    dm = SimpsonsDataModule(tmp_path / "data" / "simpsons", batch_size=4, num_workers=0, split={"test_source": "kaggle", "test_per_class": 50})
+    dm = SimpsonsDataModule(
+        tmp_path / "data" / "simpsons", batch_size=4, num_workers=0, split={"test_source": "kaggle", "test_per_class": 50}
+    )
     dm.prepare_data()
     test = [e for e in dm.source.entries() if e.split == "test"]
     assert len(test) == 9 and all(e.path.startswith(KAGGLE_TEST_DIR) for e in test)  # 3 per kept class; nelson_muntz has only 100

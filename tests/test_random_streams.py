@@ -8,8 +8,8 @@ import itertools
 import pytest
 import torch
 
-from visionbench.data.sampler import EpochShuffleSampler
 from visionbench.callbacks.epoch_seed import EpochSeed
+from visionbench.data.sampler import EpochShuffleSampler
 from visionbench.seeding import stream_seed
 
 
@@ -35,7 +35,7 @@ def test_ranks_share_one_permutation_and_run_the_same_number_of_steps(world: int
     shards = [_order(seed=7, epoch=3, rank=r, world=world, n=101) for r in range(world)]
     assert len({len(s) for s in shards}) == 1  # equal lengths, or DDP would hang at the last step
     assert set().union(*shards) == set(range(101))  # every sample seen, a few twice (padding)
-    merged = [i for step in zip(*shards) for i in step][:101]
+    merged = [i for step in zip(*shards, strict=True) for i in step][:101]
     assert merged == _order(seed=7, epoch=3, n=101)  # rank r takes positions r, r + world, ...
 
 

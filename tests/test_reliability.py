@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import STEP_LR, TINY, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from kaggle_fixture import make_kaggle_download
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from conftest import STEP_LR, TINY, run_cli
+from kaggle_fixture import make_kaggle_download
 from visionbench.cli import CONFIG_DIR
 from visionbench.data.sampler import EpochShuffleSampler
 from visionbench.data.split import MANIFEST, SplitSpec, build_split, manifest_is_current, write_manifest
@@ -55,7 +55,10 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     "pipeline",
     [["task.data.pipeline=cached", "task.data.num_workers=2"], ["task.data.pipeline=pil", "task.data.num_workers=2"]],
-    ids=["cached-2-prefetching-workers", "per-image-augmentation-in-2-workers"],  # cached, no workers: on 2 processes in test_distributed.py
+    ids=[
+        "cached-2-prefetching-workers",
+        "per-image-augmentation-in-2-workers",
+    ],  # cached, no workers: on 2 processes in test_distributed.py
 )
 @pytest.mark.slow
 def test_resuming_from_last_checkpoint_equals_training_straight_through(compose_cfg, tmp_path: Path, pipeline: list[str]) -> None:
@@ -126,7 +129,7 @@ def test_non_finite_weights_are_refused_before_a_checkpoint_is_written() -> None
     task = VisionTask(nn.Linear(2, 2), num_classes=2, optimizer=torch.optim.SGD)
     with torch.no_grad():
         task.net.weight[0, 0] = float("nan")
-    with pytest.raises(NonFiniteLossError, match="net.weight"):
+    with pytest.raises(NonFiniteLossError, match=r"net\.weight"):
         task.on_save_checkpoint({})
 
 

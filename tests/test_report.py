@@ -19,10 +19,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conftest import REPO, STEP_LR, TINY, run_cli
-
 from visionbench.errors import ConfigError, DataNotFoundError
 from visionbench.report import build_report, markdown, read_history, write_report
 from visionbench.sweep import FailedJobs
+
 
 def _search_override() -> str:
     """``hparams_search=...``, or ``+hparams_search=...`` while train.yaml does not declare the group."""
@@ -153,7 +153,10 @@ def test_failed_sweep_jobs_are_printed_and_written_with_their_overrides(tmp_path
     _fake_run(sweep / "0", ["model=cnn", "seed=1"], config, {"test/acc": 0.5})
     _fail_job(sweep, 2, ["model=cnn", "seed=3"])
     out = run_cli("src/report.py", str(sweep)).stdout
-    note = f"2 job(s) failed: see {sweep / 'failed_jobs.txt'}\n- job 1 (ConfigError): `model=cnn seed=2`\n- job 2 (ConfigError): `model=cnn seed=3`\n"
+    note = (
+        f"2 job(s) failed: see {sweep / 'failed_jobs.txt'}\n"
+        "- job 1 (ConfigError): `model=cnn seed=2`\n- job 2 (ConfigError): `model=cnn seed=3`\n"
+    )
     assert note in out and note in (sweep / "report.md").read_text()
 
 
@@ -217,7 +220,9 @@ def test_time_to_target_columns_say_how_many_seeds_reached_a_threshold_instead_o
     for seed, seconds in ((1, 120.0), (2, None), (3, 180.0)):
         run = tmp_path / str(seed)
         (run / ".hydra").mkdir(parents=True)
-        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}}))
+        (run / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump({"seed": seed, "task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}})
+        )
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}", "model=cnn"]))
         (run / "metrics.json").write_text(json.dumps({"test/acc": 0.5, "time_to/val/acc@0.5": seconds, "time_to/val/acc@0.9": None}))
     text = markdown(build_report(tmp_path))
@@ -258,7 +263,12 @@ def test_report_draws_validation_against_time_per_model_and_counts_runs_without_
 
 
 def test_a_report_of_runs_without_history_draws_no_curves(tmp_path: Path) -> None:
-    _fake_run(tmp_path / "a", ["seed=1"], {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}, "seed": 1}, {"test/acc": 0.5})
+    _fake_run(
+        tmp_path / "a",
+        ["seed=1"],
+        {"task": {"name": "shapes", "monitor": "val/acc"}, "model": {"name": "cnn"}, "seed": 1},
+        {"test/acc": 0.5},
+    )
     _, files = write_report(tmp_path)
     assert "report_shapes_curves.png" not in files and not (tmp_path / "report_shapes_curves.png").exists()
 

@@ -37,7 +37,9 @@ def test_a_limited_evaluation_samples_every_class_of_a_class_ordered_split() -> 
 def test_overfitting_fits_and_validates_on_batches_that_mix_the_classes(tmp_path: Path, pipeline: str) -> None:
     """``debug=overfit`` (Lightning's ``overfit_batches``) reads its loaders sequentially; they must not be class-ordered."""
     generate_shapes(tmp_path / "shapes", num_classes=4, per_class=20, image_size=16, log=lambda _: None)
-    dm = SimpsonsDataModule(tmp_path / "shapes", image_size=16, batch_size=8, num_workers=0, split={"min_images": 5, "test_per_class": 2}, pipeline=pipeline)
+    dm = SimpsonsDataModule(
+        tmp_path / "shapes", image_size=16, batch_size=8, num_workers=0, split={"min_images": 5, "test_per_class": 2}, pipeline=pipeline
+    )
     dm.prepare_data()
     dm.setup("fit")
     dm.trainer = SimpleNamespace(overfit_batches=2, global_rank=0, world_size=1)  # type: ignore[assignment]

@@ -65,7 +65,10 @@ NEW_TOTAL = 4 * STEPS_PER_EPOCH
 SCHEDULES = {
     "cosine": (["scheduler=cosine"], lambda opt: CosineAnnealingLR(opt, T_max=NEW_TOTAL)),
     "poly": (["scheduler=poly"], lambda opt: PolynomialLR(opt, total_iters=NEW_TOTAL, power=0.9)),
-    "onecycle": (["scheduler=onecycle", "optimizer=sgd", "optimizer.momentum=0.9"], lambda opt: OneCycleLR(opt, max_lr=LR, total_steps=NEW_TOTAL)),
+    "onecycle": (
+        ["scheduler=onecycle", "optimizer=sgd", "optimizer.momentum=0.9"],
+        lambda opt: OneCycleLR(opt, max_lr=LR, total_steps=NEW_TOTAL),
+    ),
 }
 
 

@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
-from test_segmentation_data import write_list, write_pair
 from torch import Tensor, nn
 
-from visionbench.masks import IGNORE_INDEX
+from conftest import TINY
+from test_segmentation_data import write_list, write_pair
 from visionbench.data.pair_layouts import VOC_DIR, split_pairs
 from visionbench.data.readers import load_mask
 from visionbench.data.voc import VOCSegmentationDataModule
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
+from visionbench.masks import IGNORE_INDEX
 from visionbench.run import train
 from visionbench.tasks.segmentation import SegmentationTask, segmentation_scores
 
@@ -69,15 +69,18 @@ def folders_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def camvid_root(tmp_path: Path) -> Path:
+def write_camvid(root: Path) -> Path:
     """SegNet's CamVid layout: ``<split>/<name>.png`` + ``<split>annot/<name>.png``, void = 11."""
-    root = tmp_path / "camvid"
     for split, names in CAMVID_SPLITS.items():
         for name in names:
             write_image(root / split / f"{name}.png")
             write_mask(root / f"{split}annot" / f"{name}.png", camvid_mask())
     return root
+
+
+@pytest.fixture
+def camvid_root(tmp_path: Path) -> Path:
+    return write_camvid(tmp_path / "camvid")
 
 
 @pytest.fixture

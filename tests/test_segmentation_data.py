@@ -18,8 +18,8 @@ from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
 from visionbench.data.shapes_seg import SEG_CLASSES, generate_shapes_seg
 from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pad_collate, train_transform
 from visionbench.data.voc import VOCSegmentationDataModule
-from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.errors import CorruptDataError, DataNotFoundError
+from visionbench.masks import IGNORE_INDEX, voc_palette
 
 NUM_CLASSES = 21
 
@@ -32,7 +32,9 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
     image.save(path)
 
 
-def write_pair(voc: Path, image_id: str, height: int = 24, width: int = 32, value: int = 15, mask_dir: str = "SegmentationClass") -> np.ndarray:
+def write_pair(
+    voc: Path, image_id: str, height: int = 24, width: int = 32, value: int = 15, mask_dir: str = "SegmentationClass"
+) -> np.ndarray:
     rng = np.random.default_rng(zlib.crc32(image_id.encode()))
     (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(voc / "JPEGImages" / f"{image_id}.jpg")
@@ -237,7 +239,10 @@ def test_masks_keep_their_values_and_dtype_after_transforms() -> None:
 
 
 def test_pad_collate_pads_to_a_multiple_of_32_with_mean_and_void() -> None:
-    batch = [(torch.ones(3, 40, 50), torch.ones(40, 50, dtype=torch.int64)), (torch.ones(3, 33, 70), torch.zeros(33, 70, dtype=torch.int64))]
+    batch = [
+        (torch.ones(3, 40, 50), torch.ones(40, 50, dtype=torch.int64)),
+        (torch.ones(3, 33, 70), torch.zeros(33, 70, dtype=torch.int64)),
+    ]
     images, masks = pad_collate(batch)
     assert images.shape == (2, 3, 64, 96) and masks.shape == (2, 64, 96)
     assert torch.all(images[0, :, :40, :50] == 1) and torch.all(images[0, :, 40:] == 0) and torch.all(images[0, :, :, 50:] == 0)
@@ -277,7 +282,7 @@ def test_shapes_seg_has_void_borders_overlaps_and_every_class(tmp_path: Path) ->
     # Objects touching each other: a void pixel with two different object classes within 2 px.
     touching = 0
     for m in masks:
-        for y, x in zip(*np.nonzero(m == IGNORE_INDEX)):
+        for y, x in zip(*np.nonzero(m == IGNORE_INDEX), strict=True):
             near = m[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3]
             touching += len(set(near[(near != 0) & (near != IGNORE_INDEX)].tolist())) >= 2
     assert touching > 0

@@ -10,12 +10,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from conftest import TINY
 from visionbench.data.batch_augment import normalize_uint8
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX
@@ -68,7 +68,7 @@ def make_task(net: nn.Module, **kwargs: Any) -> SegmentationTask:
 
 
 def echo_batches() -> DataLoader:
-    return DataLoader([(p[None, None].float().expand(1, 3, 2, 3), t[None]) for p, t in zip(PREDS, TARGETS)], batch_size=None)
+    return DataLoader([(p[None, None].float().expand(1, 3, 2, 3), t[None]) for p, t in zip(PREDS, TARGETS, strict=True)], batch_size=None)
 
 
 def trainer(**kwargs: Any) -> L.Trainer:
@@ -161,7 +161,7 @@ def test_a_class_absent_from_the_training_masks_is_a_config_error_naming_the_key
 
 
 def test_unknown_segmentation_class_weights_name_the_choices() -> None:
-    with pytest.raises(ConfigError, match="task.module.class_weights 'balanced'.*median_frequency"):
+    with pytest.raises(ConfigError, match=r"task\.module\.class_weights 'balanced'.*median_frequency"):
         make_task(PredictionEcho(), class_weights="balanced")
 
 

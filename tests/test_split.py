@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kaggle_fixture import DUPLICATE, ODD_MODES, make_kaggle_download
 
+from kaggle_fixture import DUPLICATE, ODD_MODES, make_kaggle_download
 from visionbench.data.readers import load_rgb
 from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.data.split import MANIFEST, SplitSpec, build_split, read_manifest

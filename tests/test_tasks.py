@@ -91,7 +91,7 @@ def test_flip_tta_scores_the_mean_softmax_of_the_image_and_its_mirror_beside_the
 
 
 def test_an_unknown_tta_is_a_config_error_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match="task.module.tta"):
+    with pytest.raises(ConfigError, match=r"task\.module\.tta"):
         ClassificationTask(torch.nn.Identity(), num_classes=3, optimizer=torch.optim.SGD, tta="five_crop")
 
 

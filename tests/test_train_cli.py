@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import TINY, run_cli
 from omegaconf import OmegaConf, open_dict
 
+from conftest import TINY, run_cli
 from visionbench.hparams import run_params
 from visionbench.run import eval_task
 

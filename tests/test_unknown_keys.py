@@ -12,10 +12,16 @@ from visionbench.errors import ConfigError
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["scheduler=cosine", "scheduler.step_size=1"], ["scheduler.step_size is not a key of scheduler", "warmup_epochs, warmup_start_factor, eta_min", "scheduler=torch"]),
+        (
+            ["scheduler=cosine", "scheduler.step_size=1"],
+            ["scheduler.step_size is not a key of scheduler", "warmup_epochs, warmup_start_factor, eta_min", "scheduler=torch"],
+        ),
         (["trainer.max_epoch=1"], ["Did you mean trainer.max_epochs?", "+trainer.max_epoch="]),
         (["-m", "model=cnn,resnet_small", "task.data.augment.zom=0.2"], ["Did you mean task.data.augment.zoom?"]),
-        (["experiment=simpsons_fast", "model.net.widht=16"], ["model.net.widht is not a key of model.net", "Did you mean model.net.width?"]),
+        (
+            ["experiment=simpsons_fast", "model.net.widht=16"],
+            ["model.net.widht is not a key of model.net", "Did you mean model.net.width?"],
+        ),
     ],
 )
 def test_an_unknown_key_is_one_paragraph_listing_the_keys_its_node_has(argv: list[str], expected: list[str]) -> None:
