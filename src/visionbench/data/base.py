@@ -64,7 +64,7 @@ class SeededSamples(Dataset):
         self.batch_transform = batch_transform
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__; a split has one
 
     def streams(self, draws: list[Draw]) -> SampleStreams:
         """About 30 us per sample (the hash), against milliseconds to decode and augment it."""

@@ -146,5 +146,4 @@ def predict_loader(files: list[Path], input_path: Path, kind: str, data: Mapping
         batches = PredictBatches(
             files, input_path, chunks, classification_transform(size, None), torch.stack, torch.zeros(0, 3, size, size)
         )
-    # torch types collate_fn for batching loaders; with batch_size=None it is handed each item, here a batch
-    return DataLoader(batches, batch_size=None, collate_fn=_as_read)  # type: ignore[arg-type]
+    return DataLoader(batches, batch_size=None, collate_fn=_as_read)  # type: ignore[arg-type]  # unbatched: collate_fn gets each item
