@@ -22,6 +22,7 @@ from visionbench.errors import ConfigError
             ["experiment=simpsons_fast", "model.net.widht=16"],
             ["model.net.widht is not a key of model.net", "Did you mean model.net.width?"],
         ),
+        (["model=cnn", "sede=3"], ["sede is not a key of the train config", "Did you mean seed?", "+sede="]),
     ],
 )
 def test_an_unknown_key_is_one_paragraph_listing_the_keys_its_node_has(argv: list[str], expected: list[str]) -> None:
@@ -37,7 +38,14 @@ def test_an_unknown_key_is_one_paragraph_listing_the_keys_its_node_has(argv: lis
         ["scheduler=torch", "scheduler._target_=torch.optim.lr_scheduler.StepLR", "+scheduler.step_size=1"],
         ["-m", "experiment=seed_cnn,seed_resnet_small", "model.net.init=he", "seed=1,2"],
         ["model=fcn", "task=voc", "model.net.pretrained=true", "hydra.run.dir=/tmp/x"],
+        ["seed=3", "ema_decay=0.99", "channels_last=true", "debug=fdr"],
     ],
 )
 def test_keys_the_config_has_added_or_of_hydra_pass(argv: list[str]) -> None:
     check_override_keys("train", argv)
+
+
+@pytest.mark.parametrize(("config_name", "argv", "expected"), [("export", ["tolerence=1"], "Did you mean tolerance?"), ("predict", ["tok_k=1"], "Did you mean top_k?")])
+def test_a_misspelt_top_level_key_of_any_entry_point_names_the_closest_one(config_name: str, argv: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        check_override_keys(config_name, argv)

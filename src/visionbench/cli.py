@@ -176,8 +176,9 @@ def check_override_keys(config_name: str, argv: list[str]) -> None:
     """Answer a command-line key that the composed config does not have with one paragraph listing the
     keys its node does have, before Hydra answers "Key 'x' is not in struct" without them.
 
-    Group choices (``model=cnn``, the first value of a sweep) are composed once, then every plain
-    ``a.b.c=value`` override (not ``+``/``~``, not ``hydra.*``) is looked up in the result.
+    Group choices (``model=cnn``, the first value of a sweep) are composed once, then every other plain
+    ``a.b.c=value`` or top-level ``key=value`` override (not ``+``/``~``, not ``hydra.*``) is looked up in
+    the result, so a misspelt top-level key (``sede=3``) is answered too.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -190,36 +191,38 @@ def check_override_keys(config_name: str, argv: list[str]) -> None:
     except HydraException:
         return  # Hydra's own parser error says what is wrong with the syntax
     plain = [o for o in overrides if o.is_force_add() is False and o.is_add() is False and o.is_delete() is False]
-    keys = [o.key_or_group for o in plain if "." in o.key_or_group and not o.key_or_group.startswith("hydra.")]
-    if not keys:
+    plain = [o for o in plain if not o.key_or_group.startswith("hydra.") and o.key_or_group != "hydra"]
+    if not plain:
         return
-    choices = [f"{o.key_or_group}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.value()}"
-               for o in plain if "." not in o.key_or_group and o.package is None]  # fmt: skip
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+            is_group = GlobalHydra.instance().config_loader().repository.group_exists
+            groups = [o for o in plain if "." not in o.key_or_group and o.package is None and is_group(o.key_or_group)]
+            choices = [f"{o.key_or_group}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.value()}"
+                       for o in groups]  # fmt: skip
             cfg = compose(config_name, overrides=choices)
     except HydraException:
         return  # an unknown group option: Hydra's message lists the available ones
     finally:
         GlobalHydra.instance().clear()
-    for key in keys:
+    for key in [o.key_or_group for o in plain if o not in groups]:
         parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False)
+        node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False) if parent else cfg
         if not isinstance(node, DictConfig) or leaf in node.keys():  # noqa: SIM118  # keys(): a ??? value counts, `in` skips it
             continue
-        raise ConfigError(unknown_key_message(key, node))
+        raise ConfigError(unknown_key_message(key, node, config_name))
 
 
-def unknown_key_message(key: str, node: DictConfig) -> str:
-    """The paragraph for ``key``, a key its node does not have."""
+def unknown_key_message(key: str, node: DictConfig, config_name: str = "train") -> str:
+    """The paragraph for ``key``, a key its node (the ``config_name`` config itself for a top-level key) does not have."""
     parent, _, leaf = key.rpartition(".")
     group = parent.split(".", 1)[0]
     options = [str(k) for k in node if not str(k).startswith("_")]
     close = difflib.get_close_matches(leaf, options, n=1)
     target = node.get("_target_")
     has = f"It has: {', '.join(map(str, options))}." if options else "It has no keys of its own."
-    hint = f" Did you mean {parent}.{close[0]}?" if close else ""
+    hint = f" Did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
     extra = (
         f" A setting that {target} takes but the config does not list is added with a +: +{key}=..."
         if target
@@ -230,4 +233,5 @@ def unknown_key_message(key: str, node: DictConfig) -> str:
             " Any torch scheduler plugs in as scheduler=torch scheduler._target_=torch.optim.lr_scheduler.StepLR "
             "+scheduler.step_size=1 (conf/scheduler/torch.yaml)."
         )
-    return f"{key} is not a key of {parent}.{hint} {has}{extra}"
+    where = parent or f"the {config_name} config"
+    return f"{key} is not a key of {where}.{hint} {has}{extra}"
