@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
@@ -23,9 +22,6 @@ from visionbench.tasks.base import VisionTask
 
 EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
-# Keys of a run config's task.module that only training reads (the loss's class weights need the
-# training split's counts); a task that predicts is built without them.
-TRAINING_ONLY = ("class_weights", "optimizer", "scheduler")
 
 
 def require(*packages: str, purpose: str) -> list[ModuleType]:
@@ -113,9 +109,4 @@ def exported_task(model_file: Path, threads: int | None = None) -> VisionTask:
     """The task of the sidecar's run config, in eval mode, around ``OnnxNet(model_file)``: what
     ``VisionTask.from_checkpoint`` gives for the checkpoint, with ONNX Runtime as its network."""
     sidecar = read_sidecar(model_file)
-    config, names = sidecar["run_config"], list(sidecar["class_names"])
-    module = {key: value for key, value in config["task"]["module"].items() if key not in TRAINING_ONLY}
-    net = OnnxNet(model_file, threads)
-    task: VisionTask = instantiate(module, net=net, num_classes=len(names), class_names=names, _convert_="partial")
-    task.run_config = config
-    return task.eval()
+    return VisionTask.from_config(sidecar["run_config"], sidecar["class_names"], net=OnnxNet(model_file, threads))

@@ -188,17 +188,21 @@ class VisionTask(L.LightningModule):
         checkpoint = load_checkpoint(path)
         config = checkpoint["visionbench_config"]
         names = checkpoint.get("visionbench_class_names") or _class_names_from_data(path, config)
-        module = {key: value for key, value in config["task"]["module"].items() if key not in _TRAINING_ONLY}
-        task = instantiate(
-            module,
-            net=instantiate(config["model"]["net"], num_classes=len(names)),
-            num_classes=len(names),
-            class_names=list(names),
-            _convert_="partial",
-        )
-        if not isinstance(task, cls):
-            raise ConfigError(f"'{path}' holds a {type(task).__name__}, not a {cls.__name__}: load it with VisionTask.from_checkpoint.")
+        task = cls.from_config(config, names)
         task.net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")})
+        return task
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], class_names: Sequence[str], net: nn.Module | None = None) -> VisionTask:
+        """The task of a saved run config, in eval mode, for inference: around ``net`` (the network the
+        config describes, untrained, when ``None``), without optimizer, scheduler or training-loss
+        weights. ``from_checkpoint`` loads its weights into it; an exported file brings its own ``net``."""
+        names = list(class_names)
+        module = {key: value for key, value in config["task"]["module"].items() if key not in _TRAINING_ONLY}
+        net = net if net is not None else instantiate(config["model"]["net"], num_classes=len(names))
+        task = instantiate(module, net=net, num_classes=len(names), class_names=names, _convert_="partial")
+        if not isinstance(task, cls):
+            raise ConfigError(f"The run config holds a {type(task).__name__}, not a {cls.__name__}: load it with VisionTask.")
         task.run_config = config
         return task.eval()
 
