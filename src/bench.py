@@ -97,11 +97,11 @@ def _row(job: Job, outcome: Measurement | Exception) -> BenchRow:
                    precision=job.variant.precision)  # fmt: skip
     if isinstance(outcome, Exception):
         row.error = f"{type(outcome).__name__}: {outcome}".splitlines()[0]
+        result = row.error
     else:
         row.measurement = outcome
-    m = row.measurement
-    log.info("%s (%s, %s): %s", job.model, job.impl, job.variant.label,
-             row.error or f"train {m.train_images_per_s:.2f} img/s, infer {m.infer_images_per_s:.2f} img/s")  # fmt: skip
+        result = f"train {outcome.train_images_per_s:.2f} img/s, infer {outcome.infer_images_per_s:.2f} img/s"
+    log.info("%s (%s, %s): %s", job.model, job.impl, job.variant.label, result)
     return row
 
 

@@ -166,7 +166,7 @@ def test_unknown_precision_is_a_config_error() -> None:
 
 
 def test_zero_warmup_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="bench.warmup"):
+    with pytest.raises(ConfigError, match=r"bench\.warmup"):
         Workload("classification", 3, (8, 8), batch_size=2, warmup=0, iters=2)
 
 
@@ -219,7 +219,7 @@ def test_plan_applies_per_model_overrides(conf_dir: Path) -> None:
 def test_plan_rejects_unknown_models_and_knobs(conf_dir: Path) -> None:
     with pytest.raises(ConfigError, match="nosuchnet"):
         plan_jobs(_bench_config(models=["nosuchnet"]), conf_dir)
-    with pytest.raises(ConfigError, match="bench.knobs"):
+    with pytest.raises(ConfigError, match=r"bench\.knobs"):
         plan_jobs(_bench_config(models=["cnn"], knobs=["turbo"]), conf_dir)
 
 

@@ -10,8 +10,8 @@ comes from steps of its two sides taken in alternation (``interleaved_step_times
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Hashable, Mapping
+from typing import NamedTuple, TypeVar
 
 import torch
 from lightning.fabric.utilities.throughput import measure_flops
@@ -96,15 +96,16 @@ def step_times(step: Callable[[], object], warmup: int, iters: int, device: torc
     return [_timed(step, device) for _ in range(iters)]
 
 
-def interleaved_step_times(
-    steps: Mapping[str, Callable[[], object]], rounds: int, device: torch.device
-) -> dict[str, list[float]]:
+Key = TypeVar("Key", bound=Hashable)
+
+
+def interleaved_step_times(steps: Mapping[Key, Callable[[], object]], rounds: int, device: torch.device) -> dict[Key, list[float]]:
     """Seconds per step of every entry, one step each per round in turn (A, B, A, B, ...).
 
     Load that comes and goes then slows both sides of a ratio alike, so the ratio of round r's
     times measures the networks, not the minute they were measured in. Warm-up is the caller's.
     """
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[Key, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             times[name].append(_timed(step, device))

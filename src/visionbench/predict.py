@@ -17,9 +17,9 @@ import lightning as L
 import torch
 
 from visionbench.callbacks.prediction_writer import PredictResult, prediction_writer
+from visionbench.console import quiet_lightning, tidy_lightning_output
 from visionbench.data.predict_files import input_files, predict_loader
 from visionbench.errors import ConfigError, CorruptDataError
-from visionbench.console import quiet_lightning, tidy_lightning_output
 from visionbench.export.runtime import exported_task
 from visionbench.tasks.base import VisionTask
 
@@ -34,7 +34,9 @@ def prediction_trainer(device: str, writer: L.Callback) -> L.Trainer:
     """One device, no logger, checkpoint or Lightning progress bar: the writer reports progress in files."""
     target = torch.device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device} needs a CUDA GPU, and PyTorch sees none here (torch.cuda.is_available() is False). Use device=cpu.")
+        raise ConfigError(
+            f"device={device} needs a CUDA GPU, and PyTorch sees none here (torch.cuda.is_available() is False). Use device=cpu."
+        )
     devices = [target.index] if target.index is not None else 1
     return L.Trainer(
         accelerator=target.type, devices=devices, logger=False, callbacks=[writer], enable_checkpointing=False,
@@ -42,18 +44,26 @@ def prediction_trainer(device: str, writer: L.Callback) -> L.Trainer:
     )  # fmt: skip
 
 
+def model_source(ckpt_path: Path | None, model_file: Path | None) -> Path:
+    """The one of ``ckpt_path`` and ``model_file`` that is given: a prediction reads exactly one network."""
+    if ckpt_path is not None and model_file is None:
+        return ckpt_path
+    if model_file is not None and ckpt_path is None:
+        return model_file
+    raise ConfigError(
+        "Pass exactly one of ckpt_path=<run>/checkpoints/last.ckpt (the trained checkpoint) and model_file=<x.onnx> "
+        f"(a network exported by src/export.py); got {'both' if ckpt_path else 'neither'}."
+    )
+
+
 def trained_task(ckpt_path: Path | None, model_file: Path | None, device: str) -> VisionTask:
     """The task to predict with: the checkpoint's, or the exported file's around ONNX Runtime (``model_file``)."""
-    if (ckpt_path is None) == (model_file is None):
-        raise ConfigError(
-            "Pass exactly one of ckpt_path=<run>/checkpoints/last.ckpt (the trained checkpoint) and model_file=<x.onnx> "
-            f"(a network exported by src/export.py); got {'both' if ckpt_path else 'neither'}."
-        )
+    source = model_source(ckpt_path, model_file)
     if model_file is None:
-        return VisionTask.from_checkpoint(ckpt_path)  # type: ignore[arg-type]
+        return VisionTask.from_checkpoint(source)
     if device != "cpu":
         raise ConfigError(f"model_file= runs on ONNX Runtime's CPU provider; device={device} is for checkpoints. Use device=cpu.")
-    return exported_task(model_file)
+    return exported_task(source)
 
 
 def _listed(skipped: list[tuple[Path, str]], limit: int = 5) -> str:
@@ -77,7 +87,7 @@ def predict(
     if top_k < 1:
         raise ConfigError(f"top_k={top_k}: pass how many of the most likely classes to list, at least 1 (default 5).")
     task = trained_task(ckpt_path, model_file, device)
-    output_dir = output_dir or default_output_dir(ckpt_path or model_file)  # type: ignore[arg-type]
+    output_dir = output_dir or default_output_dir(model_source(ckpt_path, model_file))
     files = input_files(input_path, output_dir)
     kind = task.run_config["task"]["kind"]
     writer = prediction_writer(kind, output_dir, len(files), top_k, figures)

@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,9 @@ class LoaderRates:
     speedup_if_augment_free: float  # cached_no_augment / pil: the ratio on a device that augments for ~free
 
 
-def loader_rates(root: Path, source_size: int, image_size: int, batch_size: int, num_workers: int, batches: int, rounds: int) -> LoaderRates:
+def loader_rates(
+    root: Path, source_size: int, image_size: int, batch_size: int, num_workers: int, batches: int, rounds: int
+) -> LoaderRates:
     pil = datamodule(root, "pil", image_size, batch_size, num_workers)
     cached = datamodule(root, "cached", image_size, batch_size, num_workers)  # builds the cache once
     samples: dict[str, list[float]] = {"pil": [], "cached": [], "plain": []}
@@ -162,7 +164,9 @@ def training_images_per_s(dm: SimpsonsDataModule, make_net: Callable[[], nn.Modu
     return batches * dm.batch_size / (clock.times[-1] - clock.times[warmup - 1])
 
 
-def model_images_per_s(make_net: Callable[[], nn.Module], num_classes: int, image_size: int, batch_size: int, batches: int, warmup: int) -> float:
+def model_images_per_s(
+    make_net: Callable[[], nn.Module], num_classes: int, image_size: int, batch_size: int, batches: int, warmup: int
+) -> float:
     """Images/s of the same training step on random tensors already in memory: the ceiling."""
     torch.manual_seed(0)
     net = make_net()
@@ -185,10 +189,12 @@ def model_images_per_s(make_net: Callable[[], nn.Module], num_classes: int, imag
 
 def epoch_cost(dm: SimpsonsDataModule) -> tuple[float, float]:
     """(seconds, peak RSS MiB above the start) of one loader-only training epoch of the cached pipeline."""
+    transform = dm.batch_transform
+    assert transform is not None  # the cached pipeline augments whole batches
     with _PeakMemory(torch.device("cpu")) as memory:
         start = time.perf_counter()
         for batch in dm.train_dataloader():
-            dm.batch_transform(batch, train=True)  # type: ignore[misc]
+            transform(batch, train=True)
         seconds = time.perf_counter() - start
     return seconds, memory.peak_mb
 
@@ -265,7 +271,9 @@ def run(
     progress("augmentation cost", total)
     augment = augment_cost(cached, loader_batches, rounds)
 
-    train_rate, model_rate = end_to_end(cached, train_batches, warmup, rounds, lambda name: progress(f"{name}: training loop vs model alone", total))
+    train_rate, model_rate = end_to_end(
+        cached, train_batches, warmup, rounds, lambda name: progress(f"{name}: training loop vs model alone", total)
+    )
 
     sizes, seconds, peaks = [], [], []
     for per_class in growth_per_class:
@@ -273,7 +281,9 @@ def run(
         root = make_shapes(work_dir / f"growth{per_class}", per_class=per_class, image_size=growth_size)
         dm = datamodule(root, "cached", growth_size, batch_size, num_workers=0)
         (s1, peak1), (s2, peak2) = epoch_cost(dm), epoch_cost(dm)
-        sizes.append(len(dm.datasets["train"]))
+        train = dm.datasets["train"]
+        assert isinstance(train, Sized)  # torch's Dataset declares no __len__; every split has one
+        sizes.append(len(train))
         seconds.append(min(s1, s2))
         peaks.append(max(peak1, peak2))
     return DataBenchResult(

@@ -10,6 +10,7 @@ so auxiliary heads are left out.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import gc
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
+from visionbench.compose import input_size
 from visionbench.errors import ConfigError
 from visionbench.measure import (
     DTYPES,
@@ -37,7 +39,6 @@ from visionbench.measure import (
     step_times,
 )
 from visionbench.models.base import AuxOutput, TaskKind
-from visionbench.compose import input_size
 
 PHASES = ("infer", "train")
 
@@ -290,10 +291,8 @@ def _ru_maxrss_kb() -> int:
 
 def _return_freed_memory_to_os() -> None:
     """glibc keeps freed blocks mapped; trimming first keeps an earlier model's leftovers out of the baseline."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 
@@ -372,7 +371,7 @@ def build_net(conf_dir: Path, name: str, num_classes: int, image_size: int | lis
     """The network of ``conf/model/<name>.yaml`` as ``src/train.py model=<name>`` builds it, with
     ``image_size`` for the model config's ``${task.data.image_size}``."""
     root = OmegaConf.create({"task": {"data": {"image_size": image_size}}, "net": _model_net_config(conf_dir, name)})
-    return hydra.utils.instantiate(OmegaConf.to_container(root, resolve=True)["net"], num_classes=num_classes)
+    return hydra.utils.instantiate(root.net, num_classes=num_classes)
 
 
 def _model_net_config(conf_dir: Path, name: str) -> DictConfig:
@@ -395,7 +394,7 @@ def _task_config(conf_dir: Path, name: str) -> DictConfig:
     if not path.is_file():
         raise ConfigError(f"bench.tasks names task {name!r} but {path} does not exist; name one of conf/task/.")
     task = OmegaConf.load(path)
-    if task.get("num_classes") is None:
+    if not isinstance(task, DictConfig) or task.get("num_classes") is None:
         raise ConfigError(f"{path} has no num_classes; the bench needs the task's reference class count.")
     return task
 

@@ -10,7 +10,7 @@ summaries need every leaf call and exact totals, hence this table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,7 @@ def layer_table(net: nn.Module, input_size: int | Sequence[int], in_channels: in
     rows: list[tuple[str, str, str, int]] = []
     seen: set[int] = set()
 
-    def hook(name: str):
+    def hook(name: str) -> Callable[[nn.Module, object, object], None]:
         def record(module: nn.Module, _inputs: object, output: object) -> None:
             params = 0 if id(module) in seen else sum(p.numel() for p in module.parameters())
             seen.add(id(module))

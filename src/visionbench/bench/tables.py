@@ -245,7 +245,8 @@ def _markdown_cells(row: BenchRow) -> list[str]:
     m = row.measurement
     if m is None:
         return head + [f"failed: {row.error}"] + [""] * (len(_MD_COLUMNS) - len(head) - 1)
-    return head + [
+    return [
+        *head,
         f"{m.params / 1e6:.2f}", f"{m.gflops_per_image:.2f}",
         f"{m.train_images_per_s:.2f}", f"{m.infer_images_per_s:.2f}",
         _mfu_cell(row.train_mfu), _mfu_cell(row.infer_mfu),
@@ -343,8 +344,5 @@ def replace_generated_section(doc: Path, name: str, markdown: str) -> None:
     section = f"{begin}\n{markdown.rstrip()}\n{end}"
     start = text.find(begin.split(" (")[0])
     stop = text.find(end, start)
-    if start >= 0 and stop >= 0:
-        text = text[:start] + section + text[stop + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    text = text[:start] + section + text[stop + len(end):] if start >= 0 and stop >= 0 else text.rstrip("\n") + "\n\n" + section + "\n"
     doc.write_text(text)

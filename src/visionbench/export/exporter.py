@@ -150,7 +150,8 @@ def example_size(task: Any) -> tuple[int, int]:
     if task.kind == "classification":
         return (int(task.data.image_size), int(task.data.image_size))
     divisor = int(task.data.get("size_divisor", 32))
-    return tuple(math.ceil(int(side) / divisor) * divisor for side in task.data.crop)  # type: ignore[return-value]
+    height, width = (math.ceil(int(side) / divisor) * divisor for side in task.data.crop)
+    return (height, width)
 
 
 def sidecar(task: VisionTask, model_file: Path, dynamic_batch: bool, opset: int, parity: Parity, tolerance: float) -> dict[str, Any]:
