@@ -93,8 +93,9 @@ def bench_all(cfg: DictConfig) -> None:
 
 def _row(job: Job, outcome: Measurement | Exception) -> BenchRow:
     w = job.workload
-    row = BenchRow(job.model, job.impl, job.task, job.variant.label, w.batch_size, w.image_size, w.warmup, w.iters,
-                   precision=job.variant.precision)  # fmt: skip
+    row = BenchRow(
+        job.model, job.impl, job.task, job.variant.label, w.batch_size, w.image_size, w.warmup, w.iters, precision=job.variant.precision
+    )
     if isinstance(outcome, Exception):
         row.error = f"{type(outcome).__name__}: {outcome}".splitlines()[0]
         result = row.error
@@ -116,8 +117,12 @@ def _add_serving(row: BenchRow, job: Job, serving: DictConfig) -> None:
         row.serving_error = f"{type(error).__name__}: {error}".splitlines()[0]
         log.info("%s serving: %s", job.model, row.serving_error)
     else:
-        log.info("%s serving: batch-1 %.1f ms eager, %.1f ms ONNX Runtime", job.model, row.serving.latency_ms(EAGER),
-                 row.serving.latency_ms(ONNXRUNTIME))  # fmt: skip
+        log.info(
+            "%s serving: batch-1 %.1f ms eager, %.1f ms ONNX Runtime",
+            job.model,
+            row.serving.latency_ms(EAGER),
+            row.serving.latency_ms(ONNXRUNTIME),
+        )
 
 
 def _notes(

@@ -28,9 +28,13 @@ def train_overrides(models: str, epochs: int, out: Path) -> list[str]:
     """The sweep's overrides for ``src/train.py -m``."""
     targets = ",".join(f"{t:g}" for t in TARGETS)
     return [
-        "task=shapes", f"model={models}", f"trainer.max_epochs={epochs}", f"task.targets=[{targets}]",
-        "trainer.accelerator=cpu", f"hydra.sweep.dir={out}",
-    ]  # fmt: skip
+        "task=shapes",
+        f"model={models}",
+        f"trainer.max_epochs={epochs}",
+        f"task.targets=[{targets}]",
+        "trainer.accelerator=cpu",
+        f"hydra.sweep.dir={out}",
+    ]
 
 
 def main() -> None:

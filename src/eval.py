@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on the test split (or ``split=val``).
 
-    python src/eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt [task=shapes]
+python src/eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt [task=shapes]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Export a trained checkpoint's network to ONNX, with a JSON sidecar and a parity check against eager PyTorch.
 
-    python src/export.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
-    python src/export.py ckpt_path=... output_dir=deploy/ dynamic_batch=false tolerance=1e-3
+python src/export.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+python src/export.py ckpt_path=... output_dir=deploy/ dynamic_batch=false tolerance=1e-3
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Import a dataset download and build its deterministic split manifest, or clean its caches.
 
-    python src/prepare.py task=simpsons source=$HOME/Downloads/archive.zip
-    python src/prepare.py task=shapes
-    python src/prepare.py task=simpsons clean_cache=true   # or clean_cache=all
+python src/prepare.py task=simpsons source=$HOME/Downloads/archive.zip
+python src/prepare.py task=shapes
+python src/prepare.py task=simpsons clean_cache=true   # or clean_cache=all
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Print a network's layer table, parameter count and FLOPs at the task's input size:
 
-    python src/summary.py model=inception_v1 task=simpsons
+python src/summary.py model=inception_v1 task=simpsons
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Train a network on a task, then test its best checkpoint.
 
-    python src/train.py model=resnet50 task=simpsons
-    python src/train.py -m model=cnn,resnet_small seed=1,2,3
+python src/train.py model=resnet50 task=simpsons
+python src/train.py -m model=cnn,resnet_small seed=1,2,3
 """
 
 from __future__ import annotations

@@ -40,12 +40,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         session.config.get_terminal_writer().line(f"visionbench test data and logs kept in {SESSION_DIR}")
 
+
 # Smallest settings that still run train, val and test through the real pipeline.
 TINY = [
-    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "task.data.num_workers=0", "task.data.batch_size=4",
-    "callbacks.rich_progress_bar=null", "callbacks.throughput.warmup_steps=0", "callbacks.throughput.peak_size=256",
-]  # fmt: skip
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "task.data.num_workers=0",
+    "task.data.batch_size=4",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.throughput.warmup_steps=0",
+    "callbacks.throughput.peak_size=256",
+]
 # lr x ``scheduler.gamma`` after each epoch; with ``scheduler.gamma=1e30`` the weights overflow early in epoch 1.
 STEP_LR = ("scheduler=step", "scheduler.step_size=1")
 
@@ -85,7 +92,14 @@ def multirun() -> Path:
     trained once per session and shared by the report, dashboard, predict and CLI tests."""
     sweep = SESSION_DIR / "multirun"
     run_cli(
-        "src/train.py", "-m", "task=shapes", "model=cnn,resnet_small", "seed=1,2", *TINY,
-        "callbacks.figures.num_images=2", "callbacks.figures.num_train_images=8", f"hydra.sweep.dir={sweep}",
-    )  # fmt: skip
+        "src/train.py",
+        "-m",
+        "task=shapes",
+        "model=cnn,resnet_small",
+        "seed=1,2",
+        *TINY,
+        "callbacks.figures.num_images=2",
+        "callbacks.figures.num_train_images=8",
+        f"hydra.sweep.dir={sweep}",
+    )
     return sweep

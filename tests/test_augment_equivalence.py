@@ -43,9 +43,14 @@ def shapes_seg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def first_training_batch(root: Path, pipeline: str, scale_range: list[float] | None) -> tuple[Tensor, Tensor]:
     dm = VOCSegmentationDataModule(
-        root, crop=(32, 48), batch_size=8, num_workers=0, seed=3, pipeline=pipeline,
+        root,
+        crop=(32, 48),
+        batch_size=8,
+        num_workers=0,
+        seed=3,
+        pipeline=pipeline,
         augment={"scale_range": scale_range, "hflip": 0.5},
-    )  # fmt: skip
+    )
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -145,9 +150,15 @@ def classification_epoch(root: Path, pipeline: str, augment: dict) -> tuple[Simp
     """Epoch 1's draws and first training batch as the model receives it, trained on a CPU (where the
     cached pipeline augments in the loader, each sample from its own stream)."""
     dm = SimpsonsDataModule(
-        root, image_size=32, batch_size=8, num_workers=0, seed=3, pipeline=pipeline, augment=augment,
+        root,
+        image_size=32,
+        batch_size=8,
+        num_workers=0,
+        seed=3,
+        pipeline=pipeline,
+        augment=augment,
         split={"min_images": 1, "test_per_class": 2},
-    )  # fmt: skip
+    )
     dm.prepare_data()
     dm.setup("fit")
     progress = SimpleNamespace(epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=0)))

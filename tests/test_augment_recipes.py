@@ -172,9 +172,13 @@ def test_the_recipes_are_off_by_default(compose_cfg, task: str) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
-    [("auto_augment", "foo", ["'ta_wide'", "'randaugment'", "null"]), ("mixup", -0.2, [">= 0"]),
-     ("cutmix", -1.0, [">= 0"]), ("random_erase", 1.5, ["[0, 1]"])],
-)  # fmt: skip
+    [
+        ("auto_augment", "foo", ["'ta_wide'", "'randaugment'", "null"]),
+        ("mixup", -0.2, [">= 0"]),
+        ("cutmix", -1.0, [">= 0"]),
+        ("random_erase", 1.5, ["[0, 1]"]),
+    ],
+)
 def test_a_bad_value_is_one_paragraph_naming_the_key_and_the_allowed_values(key: str, value: Any, allowed: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
         Augment(**{key: value})

@@ -51,13 +51,22 @@ def test_non_numeric_override_names_the_key_the_value_and_an_example(tmp_path: P
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("trainer.min_epochs", "'1'"), ("trainer.devices", "two"), ("trainer.num_nodes", 0),
-        ("trainer.log_every_n_steps", 2.5), ("trainer.check_val_every_n_epoch", "true"),
-        ("task.data.batch_size", "'32'"), ("task.data.num_workers", -1), ("task.data.image_size", "big"),
-        ("optimizer.lr", "fast"), ("optimizer.weight_decay", -0.1), ("optimizer.norm_weight_decay", -1),
-        ("optimizer.momentum", "high"), ("scheduler.warmup_epochs", -1), ("seed", 1.5),
+        ("trainer.min_epochs", "'1'"),
+        ("trainer.devices", "two"),
+        ("trainer.num_nodes", 0),
+        ("trainer.log_every_n_steps", 2.5),
+        ("trainer.check_val_every_n_epoch", "true"),
+        ("task.data.batch_size", "'32'"),
+        ("task.data.num_workers", -1),
+        ("task.data.image_size", "big"),
+        ("optimizer.lr", "fast"),
+        ("optimizer.weight_decay", -0.1),
+        ("optimizer.norm_weight_decay", -1),
+        ("optimizer.momentum", "high"),
+        ("scheduler.warmup_epochs", -1),
+        ("seed", 1.5),
     ],
-)  # fmt: skip
+)
 def test_every_numeric_knob_is_type_checked(compose_cfg, key: str, value: object) -> None:
     group = {"optimizer.momentum": ["optimizer=sgd"], "scheduler.warmup_epochs": ["scheduler=cosine"]}.get(key, [])
     cfg = compose_cfg(["task=shapes", *group, f"{key}={value}"])
@@ -73,9 +82,13 @@ def test_every_form_of_devices_lightning_accepts_passes(compose_cfg, devices: st
 @pytest.mark.slow
 def test_missing_data_root_names_the_folder_through_the_cli(tmp_path: Path) -> None:
     result = run_cli(
-        "src/train.py", "task=simpsons", "model=cnn", f"task.data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}",
+        "src/train.py",
+        "task=simpsons",
+        "model=cnn",
+        f"task.data.root={tmp_path / 'nowhere'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     error = _paragraph(result.stderr)
     assert str(tmp_path / "nowhere") in error and "task=shapes" in error
@@ -100,11 +113,19 @@ def test_bad_mask_read_in_a_dataloader_worker_prints_the_readers_paragraph(tmp_p
     write_list(voc, "train", ["a", "b", "c"])
     write_list(voc, "val", ["d"])
     result = run_cli(
-        "src/train.py", "task=voc", "model=fcn", *TINY, f"task.data.root={tmp_path}", "task.data.crop=[32,32]",
-        "task.data.pipeline=pil", "task.data.num_workers=1", "task.data.batch_size=3", "callbacks.figures=null",
+        "src/train.py",
+        "task=voc",
+        "model=fcn",
+        *TINY,
+        f"task.data.root={tmp_path}",
+        "task.data.crop=[32,32]",
+        "task.data.pipeline=pil",
+        "task.data.num_workers=1",
+        "task.data.batch_size=3",
+        "callbacks.figures=null",
         f"hydra.run.dir={tmp_path / 'run'}",
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     error = _paragraph(result.stderr)
     assert error.startswith("Mask ") and str(voc / "SegmentationClass" / "c.png") in error and "[37]" in error

@@ -228,17 +228,23 @@ def test_plan_rejects_unknown_models_and_knobs(conf_dir: Path) -> None:
 
 def _fake_measurement(train: float | list[float], infer: float | list[float], gflops: float = 1.0) -> Measurement:
     """Images/s per round for a batch of 1 (a number: the same in all three rounds)."""
+
     def seconds(ips: float | list[float]) -> tuple[float, ...]:
         return tuple(1 / v for v in (ips if isinstance(ips, list) else [ips] * 3))
 
     return Measurement(
-        params=1000, gflops_per_image=gflops, batch_size=1, train_step_s=seconds(train), infer_step_s=seconds(infer),
-        train_peak_mem_mb=100.0, infer_peak_mem_mb=50.0, compile_s=None,
-    )  # fmt: skip
+        params=1000,
+        gflops_per_image=gflops,
+        batch_size=1,
+        train_step_s=seconds(train),
+        infer_step_s=seconds(infer),
+        train_peak_mem_mb=100.0,
+        infer_peak_mem_mb=50.0,
+        compile_s=None,
+    )
 
 
-def _row(model: str, impl: str, variant: str, train: float | list[float], infer: float | list[float],
-         task: str = "simpsons") -> BenchRow:  # fmt: skip
+def _row(model: str, impl: str, variant: str, train: float | list[float], infer: float | list[float], task: str = "simpsons") -> BenchRow:
     return BenchRow(model, impl, task, variant, 32, (128, 128), 1, 3, measurement=_fake_measurement(train, infer))
 
 
@@ -260,8 +266,7 @@ def test_ratio_columns_compare_with_torchvision_and_with_the_baseline() -> None:
 
 def test_ratios_are_the_median_of_the_rounds_ratios_not_a_ratio_of_medians() -> None:
     # Ours runs at half torchvision's speed in every round, but the load differs between rounds.
-    rows = [_row("resnet50", "ours", "fp32", train=[5, 1, 4], infer=1),
-            _row("resnet50", "torchvision", "fp32", train=[10, 2, 8], infer=1)]  # fmt: skip
+    rows = [_row("resnet50", "ours", "fp32", train=[5, 1, 4], infer=1), _row("resnet50", "torchvision", "fp32", train=[10, 2, 8], infer=1)]
     add_ratios(rows, "fp32")
     assert rows[0].train_ratio_vs_torchvision == pytest.approx(0.5)
 
@@ -376,8 +381,10 @@ def test_serving_times_eager_and_onnx_runtime_in_alternation_at_batch_1_and_the_
 def _serving(eager_ms: list[float], ort_ms: list[float], batch_s: tuple[float, float] = (0.5, 0.25)) -> Serving:
     return Serving(
         latency_s={EAGER: tuple(t / 1e3 for t in eager_ms), ONNXRUNTIME: tuple(t / 1e3 for t in ort_ms)},
-        batch_s={EAGER: (batch_s[0],) * 3, ONNXRUNTIME: (batch_s[1],) * 3}, batch_size=32, threads=2,
-    )  # fmt: skip
+        batch_s={EAGER: (batch_s[0],) * 3, ONNXRUNTIME: (batch_s[1],) * 3},
+        batch_size=32,
+        threads=2,
+    )
 
 
 def test_serving_latency_is_the_median_and_nearest_rank_p95_and_the_speedup_a_median_of_round_ratios() -> None:
@@ -404,13 +411,17 @@ def test_serving_columns_are_written_beside_eager_and_onnx_runtime_in_csv_and_a_
 @pytest.mark.bench
 def test_bench_cli_writes_results_for_a_tiny_run(tmp_path: Path) -> None:
     overrides = [
-        f"paths.log_dir={tmp_path}", "device=cpu", "bench.models=[cnn]", "bench.knob_models=[cnn]",
-        "+bench.tasks.classification.input_size=[32,32]", "bench.tasks.classification.batch_size=2",
-        "bench.peak_matmul.size=256", "bench.iters=1", f"results_doc={tmp_path / 'results.md'}",
-    ]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, str(REPO / "src" / "bench.py"), *overrides], capture_output=True, text=True, timeout=300
-    )
+        f"paths.log_dir={tmp_path}",
+        "device=cpu",
+        "bench.models=[cnn]",
+        "bench.knob_models=[cnn]",
+        "+bench.tasks.classification.input_size=[32,32]",
+        "bench.tasks.classification.batch_size=2",
+        "bench.peak_matmul.size=256",
+        "bench.iters=1",
+        f"results_doc={tmp_path / 'results.md'}",
+    ]
+    result = subprocess.run([sys.executable, str(REPO / "src" / "bench.py"), *overrides], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     (out_dir,) = (tmp_path / "bench").iterdir()
     assert {p.suffix for p in out_dir.glob("results_cpu_fp32_nchw.*")} == {".csv", ".md", ".png"}
@@ -437,9 +448,18 @@ def test_the_data_bench_runs_every_measurement_and_tabulates_it(tmp_path: Path, 
 
     steps: list[str] = []
     result = run(
-        tmp_path, image_size=32, source_sizes=(40,), loader_workers=(0,), loader_batches=2, rounds=1, train_batches=1,
-        warmup=1, growth_per_class=(110,), growth_size=24, progress=lambda step, total: steps.append(step),
-    )  # fmt: skip
+        tmp_path,
+        image_size=32,
+        source_sizes=(40,),
+        loader_workers=(0,),
+        loader_batches=2,
+        rounds=1,
+        train_batches=1,
+        warmup=1,
+        growth_per_class=(110,),
+        growth_size=24,
+        progress=lambda step, total: steps.append(step),
+    )
     assert len(steps) == 1 + 1 + len(END_TO_END_MODELS) + 1
     rates = result.loader[0]
     assert (rates.source_size, rates.num_workers) == (40, 0) and min(rates.pil, rates.cached, rates.cached_no_augment) > 0

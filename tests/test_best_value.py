@@ -46,9 +46,15 @@ def _loader() -> DataLoader:
 def _fit(root: Path, max_epochs: int, schedule: dict, ckpt_path: Path | None = None) -> tuple[ScriptedTask, L.Trainer]:
     task = ScriptedTask()
     trainer = L.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=2, callbacks=[ModelCheckpoint(dirpath=root, save_last=True)], **schedule,
-    )  # fmt: skip
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=2,
+        callbacks=[ModelCheckpoint(dirpath=root, save_last=True)],
+        **schedule,
+    )
     trainer.fit(task, _loader(), _loader(), ckpt_path=ckpt_path, weights_only=False)
     return task, trainer
 

@@ -28,9 +28,18 @@ from visionbench.tasks.optim import Horizon, check_scheduler, optimization_argum
 from visionbench.tasks.segmentation import SegmentationTask, task_colormap
 
 CAMVID_COLOURS = [
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-]  # fmt: skip  SegNet's, in class order
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+]  # SegNet's, in class order
 
 
 @pytest.mark.parametrize("pipeline", ["pil", "cached"])
@@ -41,10 +50,17 @@ def test_build_task_weighs_the_loss_by_the_training_masks_median_frequency(compo
         write_mask(root / "masks" / "train" / f"{i}.png", mask.numpy().astype(np.uint8))
     write_image(root / "images" / "val" / "v.png", 2, 3)
     write_mask(root / "masks" / "val" / "v.png", np.zeros((2, 3), np.uint8))
-    cfg = compose_cfg([
-        "task=seg_folder", f"task.data.root={root}", "task.data.class_names=[a,b,c]", "model=fcn",
-        "task.module.class_weights=median_frequency", f"task.data.pipeline={pipeline}", "task.data.num_workers=0",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "task=seg_folder",
+            f"task.data.root={root}",
+            "task.data.class_names=[a,b,c]",
+            "model=fcn",
+            "task.module.class_weights=median_frequency",
+            f"task.data.pipeline={pipeline}",
+            "task.data.num_workers=0",
+        ]
+    )
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it over
     task = build_task(cfg, build_datamodule(cfg))
@@ -107,11 +123,19 @@ def test_experiments_compose_into_the_recipe_and_the_equal_budget_sweep(compose_
 
 @pytest.mark.slow
 def test_camvid_fast_trains_on_camvid_layout_and_predicts_in_camvids_colours(compose_cfg, camvid_root: Path, tmp_path: Path) -> None:
-    cfg = compose_cfg([
-        "experiment=camvid_fast", f"task.data.root={camvid_root}", *TINY, "task.data.crop=[32,48]",
-        "scheduler.warmup_epochs=0", "callbacks.figures.num_images=1", "callbacks.figures.num_train_images=1",
-        "callbacks.model_summary=null", "callbacks.model_checkpoint=null",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "experiment=camvid_fast",
+            f"task.data.root={camvid_root}",
+            *TINY,
+            "task.data.crop=[32,48]",
+            "scheduler.warmup_epochs=0",
+            "callbacks.figures.num_images=1",
+            "callbacks.figures.num_train_images=1",
+            "callbacks.model_summary=null",
+            "callbacks.model_checkpoint=null",
+        ]
+    )
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it over
     train(cfg)

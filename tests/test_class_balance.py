@@ -228,12 +228,22 @@ def _dataset_labels(dataset: Dataset) -> list[int]:
 @pytest.mark.parametrize("pipeline", ["cached", "pil"])
 def test_shapes_with_balanced_sampling_and_class_weights_composes_and_builds(compose_cfg, tmp_path: Path, pipeline: str) -> None:
     root = _imbalanced_shapes(tmp_path / "shapes")
-    cfg = compose_cfg([
-        "task=shapes", "model=cnn", "task.data.sampler=balanced", "task.module.class_weights=balanced",
-        f"task.data.root={root}", "task.data.generator=null", "task.num_classes=3", f"task.data.pipeline={pipeline}",
-        "task.data.split.min_images=5", "task.data.split.test_per_class=4",
-        "task.data.num_workers=0", "task.data.batch_size=8",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "task=shapes",
+            "model=cnn",
+            "task.data.sampler=balanced",
+            "task.module.class_weights=balanced",
+            f"task.data.root={root}",
+            "task.data.generator=null",
+            "task.num_classes=3",
+            f"task.data.pipeline={pipeline}",
+            "task.data.split.min_images=5",
+            "task.data.split.test_per_class=4",
+            "task.data.num_workers=0",
+            "task.data.batch_size=8",
+        ]
+    )
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it over
     dm = build_datamodule(cfg)

@@ -104,8 +104,15 @@ def test_summary_command_prints_the_table_and_writes_no_run_folder(tmp_path: Pat
 
 
 def test_training_the_built_in_data_at_another_size_resizes_it_instead_of_regenerating_it(compose_cfg, tmp_path: Path) -> None:
-    small = ["task=shapes", f"paths.data_dir={tmp_path}", "task.data.generator.num_classes=2", "task.data.generator.per_class=12",
-             "task.data.split.min_images=5", "task.data.split.test_per_class=2", "task.data.num_workers=0"]  # fmt: skip
+    small = [
+        "task=shapes",
+        f"paths.data_dir={tmp_path}",
+        "task.data.generator.num_classes=2",
+        "task.data.generator.per_class=12",
+        "task.data.split.min_images=5",
+        "task.data.split.test_per_class=2",
+        "task.data.num_workers=0",
+    ]
     default = instantiate(compose_cfg(small).task.data)
     default.prepare_data()
     files = {p: p.stat().st_mtime_ns for p in (tmp_path / "shapes").rglob("*.jpg")}

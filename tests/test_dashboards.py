@@ -51,9 +51,11 @@ def test_classification_run_logs_scalars_figures_hparams_and_layer_summary(multi
 def test_a_sweeps_tensorboard_runs_are_named_by_what_differs_and_lead_with_the_key_hyperparameters(multirun: Path) -> None:
     runs = sorted(str(p.relative_to(multirun)) for p in multirun.glob("*/tensorboard/*") if p.is_dir())
     assert runs == [
-        "0/tensorboard/model=cnn,seed=1", "1/tensorboard/model=cnn,seed=2",
-        "2/tensorboard/model=resnet_small,seed=1", "3/tensorboard/model=resnet_small,seed=2",
-    ]  # fmt: skip
+        "0/tensorboard/model=cnn,seed=1",
+        "1/tensorboard/model=cnn,seed=2",
+        "2/tensorboard/model=resnet_small,seed=1",
+        "3/tensorboard/model=resnet_small,seed=2",
+    ]
     hparams = yaml.safe_load((multirun / "0" / "tensorboard" / "model=cnn,seed=1" / "hparams.yaml").read_text())
     assert {"model.name", "task.name", "seed", "optimizer", "optimizer.lr", "scheduler", "task.data.batch_size"} <= set(hparams)
     assert hparams["optimizer"] == "Adam" and hparams["scheduler"] == "none" and "task.data.augment.degrees" in hparams
@@ -115,10 +117,16 @@ def fit_segmentation(root: Path, loggers: list) -> tuple[L.Trainer, DrawnSegment
     )
     figures = DrawnSegmentationFigures(num_images=3, num_train_images=4)
     trainer = L.Trainer(
-        max_epochs=2, logger=loggers, callbacks=[figures, ModelSummaryText()], default_root_dir=root,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,
+        max_epochs=2,
+        logger=loggers,
+        callbacks=[figures, ModelSummaryText()],
+        default_root_dir=root,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,
         log_every_n_steps=1,
-    )  # fmt: skip
+    )
     trainer.fit(task, datamodule=TinySegData())
     return trainer, figures
 

@@ -283,9 +283,16 @@ def test_lightning_steps_receive_normalised_float_batches_from_the_cached_pipeli
     task = RecordingTask(TinyNet(dm.num_classes), dm.num_classes, optimizer=lambda params: torch.optim.SGD(params, lr=0.01))
     task.seen = []
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(task, datamodule=dm)
     assert {stage for stage, _, _ in task.seen} == {"train", "val"}
     assert all(dtype == torch.float32 and math.isfinite(mean) and abs(mean) < 3 for _, dtype, mean in task.seen)

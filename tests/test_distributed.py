@@ -19,14 +19,19 @@ pytestmark = pytest.mark.slow
 
 # 11 classes x 49 test images = 539: odd, so a padding DistributedSampler would repeat a sample.
 SHAPES = [
-    "task=shapes", f"paths.data_dir={SESSION_DIR / 'ddp_data'}", "task.data.generator.num_classes=11",
-    "task.data.generator.per_class=102", "task.data.split.test_per_class=49",
-]  # fmt: skip
+    "task=shapes",
+    f"paths.data_dir={SESSION_DIR / 'ddp_data'}",
+    "task.data.generator.num_classes=11",
+    "task.data.generator.per_class=102",
+    "task.data.split.test_per_class=49",
+]
 # 41 validation images, evaluated at full size in padded batches of 4.
 SHAPES_SEG = [
-    "task=shapes_seg", f"paths.data_dir={SESSION_DIR / 'ddp_data'}", "task.data.generator.num_train=16",
+    "task=shapes_seg",
+    f"paths.data_dir={SESSION_DIR / 'ddp_data'}",
+    "task.data.generator.num_train=16",
     "task.data.generator.num_val=41",
-]  # fmt: skip
+]
 
 
 def _metrics(run_dir: Path) -> dict[str, float]:
@@ -87,9 +92,16 @@ class AugmentationProbe(Callback):
 
 # Trained once (2 epochs on 2 processes, the cached pipeline, the whole test split) for the DDP tests below.
 STRAIGHT = [
-    *SHAPES, "model=cnn", "trainer=ddp_cpu", *TINY, "trainer.limit_train_batches=3", "trainer.limit_test_batches=null",
-    "trainer.deterministic=true", "task.data.pipeline=cached", "callbacks.figures=null",
-]  # fmt: skip
+    *SHAPES,
+    "model=cnn",
+    "trainer=ddp_cpu",
+    *TINY,
+    "trainer.limit_train_batches=3",
+    "trainer.limit_test_batches=null",
+    "trainer.deterministic=true",
+    "task.data.pipeline=cached",
+    "callbacks.figures=null",
+]
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +137,15 @@ def test_rank_0_alone_writes_the_run_folder_tensorboard_and_closing_lines(straig
 def test_classification_accuracy_is_identical_on_one_and_two_processes(straight: tuple[Path, str], tmp_path: Path) -> None:
     """The run tested its best checkpoint on 2 processes; the same checkpoint on 1 gives the same numbers."""
     run_dir, _ = straight
-    run_cli("src/eval.py", f"ckpt_path={_best_checkpoint(run_dir)}", *SHAPES, "task.data.num_workers=0", "task.data.batch_size=4",
-            "trainer=cpu", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    run_cli(
+        "src/eval.py",
+        f"ckpt_path={_best_checkpoint(run_dir)}",
+        *SHAPES,
+        "task.data.num_workers=0",
+        "task.data.batch_size=4",
+        "trainer=cpu",
+        f"hydra.run.dir={tmp_path}",
+    )
     one, two = _test_metrics(_metrics(tmp_path)), _test_metrics(_metrics(run_dir))
     for key in ("test/acc", "test/acc_macro", "test/acc_top5"):
         assert two[key] == one[key], key
@@ -153,10 +172,24 @@ def test_resuming_on_two_processes_equals_training_straight(straight: tuple[Path
 def test_segmentation_confusion_matrix_metrics_are_identical_on_one_and_two_processes(tmp_path: Path) -> None:
     """Trained and tested (whole split) on 1 process; its best checkpoint evaluated on 2."""
     train_dir = tmp_path / "train"
-    run_cli("src/train.py", *SHAPES_SEG, "model=fcn", *TINY, "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
-            f"hydra.run.dir={train_dir}")  # fmt: skip
-    two = run_cli("src/eval.py", f"ckpt_path={_best_checkpoint(train_dir)}", *SHAPES_SEG, "task.data.num_workers=0",
-                  "task.data.batch_size=4", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}")  # fmt: skip
+    run_cli(
+        "src/train.py",
+        *SHAPES_SEG,
+        "model=fcn",
+        *TINY,
+        "trainer.limit_val_batches=null",
+        "trainer.limit_test_batches=null",
+        f"hydra.run.dir={train_dir}",
+    )
+    two = run_cli(
+        "src/eval.py",
+        f"ckpt_path={_best_checkpoint(train_dir)}",
+        *SHAPES_SEG,
+        "task.data.num_workers=0",
+        "task.data.batch_size=4",
+        "trainer=ddp_cpu",
+        f"hydra.run.dir={tmp_path / 'two'}",
+    )
     assert (tmp_path / "two" / "train_ddp_process_1.log").exists(), two.stderr[-2000:]  # rank 1 really ran
     one, two_metrics = _test_metrics(_metrics(train_dir)), _test_metrics(_metrics(tmp_path / "two"))
     iou_keys = [k for k in one if k.startswith("test/iou/")]
@@ -174,11 +207,20 @@ def test_a_ddp_sweep_keeps_each_jobs_processes_apart_and_a_nan_on_one_rank_ends_
     (tmp_path / "nan_net.py").write_text(NAN_ON_RANK_ONE)
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "src/train.py", "-m", *SHAPES, "model=cnn",
+        "src/train.py",
+        "-m",
+        *SHAPES,
+        "model=cnn",
         "model.net._target_=visionbench.models.cnn.PlainCNN,nan_net.NanOnRankOne,visionbench.models.cnn.PlainCNN",
-        "trainer=ddp_cpu", *TINY, "trainer.limit_train_batches=3", "callbacks.figures=null", f"hydra.sweep.dir={sweep}",
-        check=False, timeout=300, env={"PYTHONPATH": str(tmp_path)},
-    )  # fmt: skip
+        "trainer=ddp_cpu",
+        *TINY,
+        "trainer.limit_train_batches=3",
+        "callbacks.figures=null",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+        timeout=300,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert (sweep / "0" / "metrics.json").is_file()
     assert (sweep / "0" / "train_ddp_process_1.log").is_file()  # rank 1 of this job logged here

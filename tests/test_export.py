@@ -45,9 +45,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=() if n in CHEAP else pytest.mark.slow) for n in CLASSIFICATION + SEGMENTATION]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in CHEAP else pytest.mark.slow) for n in CLASSIFICATION + SEGMENTATION])
 def test_every_network_exports_in_eval_mode_and_onnx_runtime_matches_eager_pytorch(name: str, tmp_path: Path) -> None:
     """Built as `model=<name>` builds it, in training mode (Inception with its auxiliary heads): the file has
     the eval-mode network's one output; another batch (and, for segmentation, another size) than the example
@@ -186,16 +184,32 @@ def test_a_segmentation_network_predicts_the_checkpoints_masks_from_its_exported
         "paths": {"data_dir": str(tmp_path)},
         "model": {"name": "red", "net": {"_target_": f"{__name__}.RedSegNet"}},
         "task": {
-            "name": "tiny_seg", "kind": "segmentation",
-            "data": {"_target_": "visionbench.data.voc.VOCSegmentationDataModule", "root": str(tmp_path / "absent"),
-                     "crop": [24, 24], "size_divisor": 32, "ignore_index": 255},
-            "module": {"_target_": "visionbench.tasks.segmentation.SegmentationTask", "eval_mode": "slide",
-                       "window": [24, 24], "stride": [16, 16]},
+            "name": "tiny_seg",
+            "kind": "segmentation",
+            "data": {
+                "_target_": "visionbench.data.voc.VOCSegmentationDataModule",
+                "root": str(tmp_path / "absent"),
+                "crop": [24, 24],
+                "size_divisor": 32,
+                "ignore_index": 255,
+            },
+            "module": {
+                "_target_": "visionbench.tasks.segmentation.SegmentationTask",
+                "eval_mode": "slide",
+                "window": [24, 24],
+                "stride": [16, 16],
+            },
         },
-    }  # fmt: skip
+    }
     ckpt = tmp_path / "seg.ckpt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "visionbench_config": config,
-                "visionbench_class_names": ["background", "red"]}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "visionbench_config": config,
+            "visionbench_class_names": ["background", "red"],
+        },
+        ckpt,
+    )
     lines: list[str] = []
     result = export_checkpoint(ckpt, tmp_path / "export", parity_images=2, data_dir=str(tmp_path), echo=lines.append)
     assert "a fixed random batch of 2 images (the task's data is not readable here" in lines[0]

@@ -22,8 +22,16 @@ from visionbench.errors import ConfigError
 from visionbench.run import train
 
 # Four batches an epoch, validated every two: passes at 0.5 and 1.0 epochs of each epoch.
-HALVES = ["task=shapes", "model=cnn", *TINY, "task.data.image_size=32", "trainer.limit_train_batches=4",
-          "trainer.val_check_interval=2", "callbacks.figures=null", "test=false"]  # fmt: skip
+HALVES = [
+    "task=shapes",
+    "model=cnn",
+    *TINY,
+    "task.data.image_size=32",
+    "trainer.limit_train_batches=4",
+    "trainer.val_check_interval=2",
+    "callbacks.figures=null",
+    "test=false",
+]
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
@@ -51,9 +59,7 @@ def test_history_has_one_row_per_validation_pass_with_fractional_epochs_steps_an
 
 
 @pytest.mark.slow
-def test_a_resume_from_an_earlier_checkpoint_rewrites_the_epochs_it_reruns_instead_of_duplicating_them(
-    compose_cfg, tmp_path: Path
-) -> None:
+def test_a_resume_from_an_earlier_checkpoint_rewrites_the_epochs_it_reruns_instead_of_duplicating_them(compose_cfg, tmp_path: Path) -> None:
     keep_all = ["trainer.val_check_interval=1.0", "+callbacks.model_checkpoint.save_top_k=-1"]
     _train(compose_cfg([*HALVES, *keep_all, "trainer.max_epochs=2"]))
     first = _history(tmp_path)

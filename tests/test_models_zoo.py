@@ -45,9 +45,7 @@ def test_resnet_trunk_returns_c2_to_c5_at_strides_4_to_32(depth: int, channels: 
     with torch.no_grad():
         features = trunk(torch.randn(1, 3, 64, 96))
     assert trunk.out_channels == channels
-    assert [f.shape[1:] for f in features] == [
-        (c, 64 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)
-    ]
+    assert [f.shape[1:] for f in features] == [(c, 64 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
 
 
 def test_resnet_trunk_loads_torchvision_resnet18_without_fc() -> None:
@@ -85,9 +83,7 @@ def test_inception_v1_stage_outputs_match_table_1_at_224() -> None:
     net = InceptionV1(1000).eval()
     shapes: dict[str, tuple[int, ...]] = {}
     for name in ("inception3a", "inception3b", "inception4a", "inception4d", "inception4e", "inception5b"):
-        getattr(net, name).register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
-        )
+        getattr(net, name).register_forward_hook(lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
     with torch.no_grad():
         net(torch.randn(1, 3, 224, 224))
     assert shapes == {

@@ -48,10 +48,16 @@ def fit_lrs(task: ClassificationTask, batches: int, *callbacks: Callback, valida
     data = DataLoader(TensorDataset(torch.randn(2 * batches, 3, 8, 8), torch.randint(0, 2, (2 * batches,))), batch_size=2)
     recorder = LearningRates()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[recorder, *callbacks],
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[recorder, *callbacks],
         **{"max_epochs": 1, "limit_val_batches": 1.0 if validate else 0, **trainer_args},
-    )  # fmt: skip
+    )
     trainer.fit(task, train_dataloaders=data, val_dataloaders=data if validate else None)
     return recorder.lrs
 
@@ -125,7 +131,7 @@ def test_norm_weight_decay_null_keeps_one_group_with_the_optimizers_weight_decay
         ("voc", torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.001, weight_decay=0.001)),
         ("shapes_seg", torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.001, weight_decay=0.0)),
     ],
-)  # fmt: skip
+)
 def test_each_task_keeps_its_reference_optimizer_and_no_schedule(compose_cfg, task: str, reference: torch.optim.Optimizer) -> None:
     """The settings each task had before the optimizer became a config group, so a seed gives the same numbers."""
     optimizer = tiny_task(compose_cfg([f"task={task}"])).configure_optimizers()  # an optimizer alone: no schedule
@@ -224,10 +230,17 @@ def test_a_torch_scheduler_steps_per_optimizer_step_with_interval_step(compose_c
 
 
 def test_reduce_on_plateau_follows_the_tasks_monitored_metric(compose_cfg) -> None:
-    cfg = compose_cfg([
-        "optimizer.lr=0.1", "scheduler=torch", "scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau",
-        "+scheduler.factor=0.5", "+scheduler.patience=0", "+scheduler.threshold=10", "+scheduler.threshold_mode=abs",
-    ])  # fmt: skip  # no epoch after the first counts as an improvement
+    cfg = compose_cfg(
+        [
+            "optimizer.lr=0.1",
+            "scheduler=torch",
+            "scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau",
+            "+scheduler.factor=0.5",
+            "+scheduler.patience=0",
+            "+scheduler.threshold=10",
+            "+scheduler.threshold_mode=abs",
+        ]
+    )  # no epoch after the first counts as an improvement
     task = tiny_task(cfg)  # classification monitors val/acc, mode max
     lrs = fit_lrs(task, 2, max_epochs=3, validate=True)
     [config] = task.trainer.lr_scheduler_configs
@@ -255,7 +268,7 @@ def test_reduce_on_plateau_follows_the_tasks_monitored_metric(compose_cfg) -> No
         (["scheduler=torch", "scheduler._target_=torch.optim.SGD"], r"torch\.optim\.SGD is not a learning-rate scheduler"),
     ],
     ids=["group-key", "torch-argument", "no-target", "interval", "not-a-scheduler"],
-)  # fmt: skip
+)
 def test_a_key_the_scheduler_does_not_have_is_one_paragraph_listing_the_keys_it_has(
     compose_cfg, overrides: list[str], message: str
 ) -> None:

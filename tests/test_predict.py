@@ -64,7 +64,11 @@ def test_cli_predicts_a_folder_in_batches_into_a_csv_and_lists_the_non_image(che
     process = run_cli("src/predict.py", f"ckpt_path={checkpoint}", f"input={images}", f"output_dir={tmp_path}", "top_k=3", "batch_size=2")
     out = process.stdout
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == [
-        "gray.png.png", "photo.jpg.png", "photo.png.png", "sub/alpha.png.png", "sub/print.jpg.png"
+        "gray.png.png",
+        "photo.jpg.png",
+        "photo.png.png",
+        "sub/alpha.png.png",
+        "sub/print.jpg.png",
     ]
     rows = read_csv(tmp_path / "predictions.csv")
     assert [r["path"] for r in rows] == ["gray.png", "photo.jpg", "photo.png", "sub/alpha.png", "sub/print.jpg"]
@@ -92,7 +96,7 @@ def test_predict_one_image_prints_its_ranking_and_writes_into_the_run_folder(che
 
 def test_no_readable_image_is_an_error_naming_the_files_and_writes_nothing(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # fmt: skip
+) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "empty.jpg").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_info:
@@ -126,7 +130,7 @@ def test_predict_preprocessing_equals_the_validation_dataset(checkpoint: Path) -
 
 def test_prediction_is_trainer_predict_with_a_prediction_writer(
     checkpoint: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # fmt: skip
+) -> None:
     calls: list[tuple[L.Trainer, L.LightningModule]] = []
     original = L.Trainer.predict
 
@@ -199,12 +203,13 @@ def save_segmentation_checkpoint(path: Path, net: TinySegNet, module: dict[str, 
         "visionbench_config": {
             "model": {"net": {"_target_": f"{__name__}.TinySegNet", "kernel_size": net.conv.kernel_size[0]}},
             "task": {
-                "kind": "segmentation", "data": {"size_divisor": 32},
+                "kind": "segmentation",
+                "data": {"size_divisor": 32},
                 "module": {"_target_": "visionbench.tasks.segmentation.SegmentationTask", "eval_mode": "whole", **(module or {})},
             },
             "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
         },
-    }  # fmt: skip
+    }
     torch.save(checkpoint, path)
     return path
 
@@ -311,10 +316,18 @@ def tiny_dataset(task: str, root: Path) -> tuple[list[str], Path]:
 @pytest.mark.parametrize("task", ["folder", "seg_folder", "camvid"])
 def test_checkpoints_of_bring_your_own_data_tasks_predict(compose_cfg, tmp_path: Path, task: str) -> None:
     overrides, inputs = tiny_dataset(task, tmp_path / "data")
-    cfg = compose_cfg([
-        f"task={task}", f"task.data.root={tmp_path / 'data'}", *overrides, *TINY, "test=false", "callbacks.figures=null",
-        "callbacks.model_checkpoint=null", "callbacks.model_summary=null",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            f"task={task}",
+            f"task.data.root={tmp_path / 'data'}",
+            *overrides,
+            *TINY,
+            "test=false",
+            "callbacks.figures=null",
+            "callbacks.model_checkpoint=null",
+            "callbacks.model_summary=null",
+        ]
+    )
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it over
     train(cfg)

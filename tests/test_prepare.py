@@ -104,9 +104,7 @@ def _cached(root: Path, image_size: int) -> SimpsonsDataModule:
 
 
 @pytest.mark.slow
-def test_clean_cache_removes_only_the_caches_the_current_settings_do_not_read_and_reports_the_bytes(
-    download: Path, tmp_path: Path
-) -> None:
+def test_clean_cache_removes_only_the_caches_the_current_settings_do_not_read_and_reports_the_bytes(download: Path, tmp_path: Path) -> None:
     root = tmp_path / "data" / "simpsons"
     link_folder(download, root)
     _cached(root, 16)  # two jobs of a sweep over task.data.image_size

@@ -36,9 +36,7 @@ def cache_random_checkpoint(arch: str, builder: Callable[[], nn.Module]) -> dict
     return state
 
 
-def assert_loaded(
-    ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...]
-) -> None:
+def assert_loaded(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...]) -> None:
     """Every non-head reference tensor sits, unchanged, under ``prefix`` in ``ours``."""
     compared = 0
     for key, value in reference.items():
@@ -69,17 +67,13 @@ def test_resnet50_pretrained_loads_everything_but_the_head(torch_home: Path) -> 
     ],
     ids=["fcn32s", "fcn8s", "semantic_fpn"],
 )
-def test_segmentation_nets_load_resnet18_trunk_weights(
-    torch_home: Path, build: Callable[[], nn.Module], prefix: str
-) -> None:
+def test_segmentation_nets_load_resnet18_trunk_weights(torch_home: Path, build: Callable[[], nn.Module], prefix: str) -> None:
     reference = cache_random_checkpoint("resnet18", lambda: torchvision.models.resnet18(weights=None))
     assert_loaded(build().state_dict(), reference, prefix, skip=("fc.",))
 
 
 def test_inception_v1_bn_pretrained_loads_googlenet_with_padded_5x5_kernels(torch_home: Path) -> None:
-    reference = cache_random_checkpoint(
-        "googlenet", lambda: torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
-    )
+    reference = cache_random_checkpoint("googlenet", lambda: torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True))
     state = InceptionV1(10, batch_norm=True, pretrained=True).state_dict()
     heads = ("fc.", "aux1.fc2.", "aux2.fc2.")
     key = "inception4a.branch3.1.conv.weight"

@@ -25,12 +25,20 @@ from visionbench.run import train
 from visionbench.tasks.base import NonFiniteLossError, VisionTask
 
 QUICK = [
-    "task=shapes", "model=cnn", "logger=csv", "trainer.deterministic=true",
-    "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-    "task.data.num_workers=0", "task.data.batch_size=4",
-    "callbacks.rich_progress_bar=null", "callbacks.figures=null", "callbacks.model_summary_text=null",
+    "task=shapes",
+    "model=cnn",
+    "logger=csv",
+    "trainer.deterministic=true",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "task.data.num_workers=0",
+    "task.data.batch_size=4",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.figures=null",
+    "callbacks.model_summary_text=null",
     "callbacks.model_summary=null",
-]  # fmt: skip
+]
 VOLATILE = {"wall_time_s"}  # metrics that legitimately differ between identical runs
 
 
@@ -96,9 +104,18 @@ EXPLODE_AFTER_FIRST_EPOCH = "scheduler.gamma=1e30"
 @pytest.mark.slow
 def test_nan_loss_stops_the_cli_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     result = run_cli(
-        "src/train.py", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-        "callbacks.figures=null", *STEP_LR, EXPLODE_AFTER_FIRST_EPOCH, f"hydra.run.dir={tmp_path}", check=False,
-    )  # fmt: skip
+        "src/train.py",
+        "task=shapes",
+        "model=cnn",
+        *TINY,
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=3",
+        "callbacks.figures=null",
+        *STEP_LR,
+        EXPLODE_AFTER_FIRST_EPOCH,
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     error = result.stderr.split("\nerror: ", 1)[1]
     assert "Traceback" not in result.stderr and len(error.strip().splitlines()) == 1
@@ -114,9 +131,19 @@ def test_a_diverging_job_fails_alone_and_the_sweep_lists_it(tmp_path: Path) -> N
     """``-m``: job 0 diverges, job 1 still runs; the sweep exits 1 and names job 0 in failed_jobs.txt."""
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "src/train.py", "-m", "task=shapes", "model=cnn", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "callbacks.figures=null", *STEP_LR, "scheduler.gamma=1e30,1.0", f"hydra.sweep.dir={sweep}", check=False,
-    )  # fmt: skip
+        "src/train.py",
+        "-m",
+        "task=shapes",
+        "model=cnn",
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "callbacks.figures=null",
+        *STEP_LR,
+        "scheduler.gamma=1e30,1.0",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert (sweep / "1" / "metrics.json").is_file() and not (sweep / "0" / "metrics.json").exists()
     failed = (sweep / "failed_jobs.txt").read_text().splitlines()

@@ -39,8 +39,11 @@ def test_report_of_two_models_by_two_seeds_has_two_rows_with_mean_and_std(multir
         rows = {r["model"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"cnn", "resnet_small"}
     for model, row in rows.items():
-        runs = [json.loads((d / "metrics.json").read_text()) for d in multirun.iterdir() if (d / "metrics.json").is_file()
-                and yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["model"]["name"] == model]  # fmt: skip
+        runs = [
+            json.loads((d / "metrics.json").read_text())
+            for d in multirun.iterdir()
+            if (d / "metrics.json").is_file() and yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["model"]["name"] == model
+        ]
         values = [r["test/acc"] for r in runs]
         assert row["n_runs"] == row["n_seeds"] == "2" and sorted(row["seeds"].split()) == ["1", "2"]
         assert float(row["test/acc_mean"]) == pytest.approx(statistics.fmean(values))
@@ -78,8 +81,9 @@ def test_report_of_a_folder_without_finished_runs_is_a_clear_error(tmp_path: Pat
         build_report(tmp_path)
 
 
-def _composed_run(path: Path, compose_cfg: Callable[[list[str], str], DictConfig], overrides: list[str], metrics: dict,
-                  config_name: str = "train") -> None:  # fmt: skip
+def _composed_run(
+    path: Path, compose_cfg: Callable[[list[str], str], DictConfig], overrides: list[str], metrics: dict, config_name: str = "train"
+) -> None:
     """A run folder as the entry point leaves it: the real composed config (saved without ``hydra``)."""
     cfg = compose_cfg(overrides, config_name)
     with open_dict(cfg):
@@ -102,8 +106,9 @@ def test_each_task_gets_its_own_table_and_files_and_debug_and_eval_runs_are_only
 
     report, files = write_report(logs)
     assert [(t.task, [row.runs[0].path.name for row in t.rows]) for t in report.tables] == [
-        ("shapes", ["a_shapes_cnn"]), ("shapes_seg", ["b_shapes_seg_fcn"]),
-    ]  # fmt: skip
+        ("shapes", ["a_shapes_cnn"]),
+        ("shapes_seg", ["b_shapes_seg_fcn"]),
+    ]
     assert sorted(files) == ["report.md", "report_shapes.csv", "report_shapes.png", "report_shapes_seg.csv", "report_shapes_seg.png"]
     columns = {}
     for task in ("shapes", "shapes_seg"):
@@ -181,10 +186,21 @@ def test_the_shipped_optuna_search_runs_a_diverging_trial_fails_alone_and_the_re
     report and the best parameters hold the trials that trained."""
     sweep = tmp_path / "optuna"
     result = run_cli(
-        "src/train.py", "-m", _search_override(), "task=shapes", "model=cnn", "hydra.sweeper.n_trials=3", *STEP_LR,
-        "scheduler.gamma=choice(1e30,1.0)", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "callbacks.figures=null", f"hydra.sweep.dir={sweep}", check=False,
-    )  # fmt: skip
+        "src/train.py",
+        "-m",
+        _search_override(),
+        "task=shapes",
+        "model=cnn",
+        "hydra.sweeper.n_trials=3",
+        *STEP_LR,
+        "scheduler.gamma=choice(1e30,1.0)",
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "callbacks.figures=null",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     failed = (sweep / "failed_jobs.txt").read_text().splitlines()
     assert failed and all("scheduler.gamma=1e+30" in line and "NonFiniteLossError" in line for line in failed)

@@ -53,9 +53,17 @@ def test_sigterm_leaves_a_checkpoint_a_resume_line_and_status_143_and_the_resume
     "DataLoader worker is killed by signal" and no checkpoint."""
     run_dir = tmp_path / "run"
     args = [
-        "src/train.py", "task=shapes", "model=resnet_small", *TINY, "task.data.num_workers=1", "trainer.max_epochs=2",
-        "trainer.limit_train_batches=60", "trainer.limit_val_batches=3", "callbacks.figures=null", f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+        "src/train.py",
+        "task=shapes",
+        "model=resnet_small",
+        *TINY,
+        "task.data.num_workers=1",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=60",
+        "trainer.limit_val_batches=3",
+        "callbacks.figures=null",
+        f"hydra.run.dir={run_dir}",
+    ]
     process = subprocess.Popen(
         [sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -117,10 +125,20 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
 # A few 48x64 frames of the built-in segmentation data, generated per test (the default set is 500 frames).
 SEG_TINY = [
-    "task=shapes_seg", "model=fcn", *TINY, "task.data.generator.num_train=8", "task.data.generator.num_val=2",
-    "task.data.generator.height=48", "task.data.generator.width=64", "task.data.crop=[32,64]", "task.data.batch_size=2",
-    "trainer.limit_val_batches=1", "test=false", "callbacks.figures=null", "callbacks.model_checkpoint=null",
-]  # fmt: skip
+    "task=shapes_seg",
+    "model=fcn",
+    *TINY,
+    "task.data.generator.num_train=8",
+    "task.data.generator.num_val=2",
+    "task.data.generator.height=48",
+    "task.data.generator.width=64",
+    "task.data.crop=[32,64]",
+    "task.data.batch_size=2",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "callbacks.figures=null",
+    "callbacks.model_checkpoint=null",
+]
 
 
 @pytest.mark.slow
@@ -139,9 +157,14 @@ def test_time_to_target_keeps_the_first_pass_reaching_each_threshold_and_is_mono
     logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.update(metrics))
     callback = TimeToTarget("val/acc", "max", [0.9, 0.5, 0.8, 0.99])
     trainer = SimpleNamespace(
-        sanity_checking=False, state=SimpleNamespace(fn="fit"), num_training_batches=10, accumulate_grad_batches=1, world_size=2,
-        is_global_zero=True, loggers=[logger],
-    )  # fmt: skip
+        sanity_checking=False,
+        state=SimpleNamespace(fn="fit"),
+        num_training_batches=10,
+        accumulate_grad_batches=1,
+        world_size=2,
+        is_global_zero=True,
+        loggers=[logger],
+    )
     callback.on_train_start(trainer, None)  # type: ignore[arg-type]
     for epoch, score in enumerate([0.3, 0.6, 0.5, 0.95], start=1):
         for _ in range(10):
@@ -170,10 +193,20 @@ def test_epochs_trained_counts_the_short_last_accumulation_of_an_epoch_as_one_st
 
 @pytest.mark.slow
 def test_epochs_and_epochs_to_target_with_an_accumulation_that_does_not_divide_the_epoch(compose_cfg) -> None:
-    cfg = compose_cfg([
-        "task=shapes", "model=cnn", *TINY, "task.data.image_size=32", "trainer.limit_train_batches=5", "trainer.accumulate_grad_batches=2",
-        "trainer.max_epochs=2", "callbacks.figures=null", "task.targets=[0.0]", "test=false",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "task=shapes",
+            "model=cnn",
+            *TINY,
+            "task.data.image_size=32",
+            "trainer.limit_train_batches=5",
+            "trainer.accumulate_grad_batches=2",
+            "trainer.max_epochs=2",
+            "callbacks.figures=null",
+            "task.targets=[0.0]",
+            "test=false",
+        ]
+    )
     metrics = _train(cfg)
     assert metrics["steps"] == 6 and metrics["epochs"] == 2.0
     assert metrics["epochs_to/val/acc@0"] == 1.0
@@ -201,10 +234,16 @@ def test_an_interruption_during_ema_validation_checkpoints_the_average_as_weight
     """Validation runs on the averaged weights swapped into the module; the interruption checkpoint must
     hold them as they are outside validation: the average in ``state_dict`` (what eval, predict and the
     test read), the trained weights in ``current_model_state`` (what a resume trains on)."""
-    cfg = compose_cfg([
-        "task=shapes", "model=resnet_small", *TINY, "callbacks.figures=null", "ema_decay=0.5",
-        "+callbacks.stop._target_=test_run_ends.StopDuringValidation",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "task=shapes",
+            "model=resnet_small",
+            *TINY,
+            "callbacks.figures=null",
+            "ema_decay=0.5",
+            "+callbacks.stop._target_=test_run_ends.StopDuringValidation",
+        ]
+    )
     with pytest.raises(SystemExit) as stop:
         _train(cfg)
     assert stop.value.code == 128 + signal.SIGTERM
@@ -276,7 +315,7 @@ def test_progress_line_images_per_second_leave_out_a_mid_epoch_validation(monkey
 
 def test_progress_line_of_a_resumed_run_counts_the_time_before_the_resume_and_paces_on_this_process(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """An hour ran before the resume (the checkpoint's WallClock); this process trained epoch 6 of 10 in 60 s."""
     now = [1000.0]
     monkeypatch.setattr("visionbench.callbacks.progress.time.perf_counter", lambda: now[0])
@@ -285,7 +324,13 @@ def test_progress_line_of_a_resumed_run_counts_the_time_before_the_resume_and_pa
     wall_clock.before = 3600.0
     callback = EpochProgressLog("val/acc")
     trainer = SimpleNamespace(
-        sanity_checking=False, world_size=1, callback_metrics={}, max_epochs=10, current_epoch=5, max_steps=-1, callbacks=[wall_clock],
+        sanity_checking=False,
+        world_size=1,
+        callback_metrics={},
+        max_epochs=10,
+        current_epoch=5,
+        max_steps=-1,
+        callbacks=[wall_clock],
         is_global_zero=False,
     )
     callback.on_train_start(trainer, None)  # type: ignore[arg-type]

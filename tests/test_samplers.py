@@ -65,9 +65,15 @@ def training_epoch(
 ) -> tuple[list[int], list[Tensor]]:
     """Epoch 1's training indices and the augmented, normalised images the model receives, in order."""
     dm = SimpsonsDataModule(
-        root, image_size=16, batch_size=batch_size, num_workers=workers, seed=3, sampler=sampler, pipeline=pipeline,
+        root,
+        image_size=16,
+        batch_size=batch_size,
+        num_workers=workers,
+        seed=3,
+        sampler=sampler,
+        pipeline=pipeline,
         split={"min_images": 1, "test_per_class": 2},  # 15 training samples: odd
-    )  # fmt: skip
+    )
     dm.prepare_data()
     dm.setup("fit")
     dm.trainer = _cpu_trainer(rank, world)  # type: ignore[assignment]

@@ -35,10 +35,16 @@ def fit(task: L.LightningModule, root: Path, max_epochs: int, *callbacks: Callba
     data = DataLoader(TensorDataset(torch.randn(2 * STEPS_PER_EPOCH, 3, 8, 8), torch.randint(0, 2, (2 * STEPS_PER_EPOCH,))), batch_size=2)
     recorder = LearningRates()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, max_epochs=max_epochs, deterministic=True,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        max_epochs=max_epochs,
+        deterministic=True,
         callbacks=[recorder, *callbacks, ModelCheckpoint(dirpath=root, filename="last", enable_version_counter=False)],
-    )  # fmt: skip
+    )
     trainer.fit(task, train_dataloaders=data, ckpt_path=ckpt_path, weights_only=True)
     return recorder.lrs
 

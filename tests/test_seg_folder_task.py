@@ -96,9 +96,16 @@ def voc_root(tmp_path: Path) -> Path:
 
 def camvid_datamodule(root: Path, **kwargs) -> VOCSegmentationDataModule:
     return VOCSegmentationDataModule(
-        root, test_split="test", crop=(32, 48), batch_size=2, num_workers=0, class_names=CAMVID_CLASSES,
-        layout="camvid", ignore_index=CAMVID_VOID, **kwargs,
-    )  # fmt: skip
+        root,
+        test_split="test",
+        crop=(32, 48),
+        batch_size=2,
+        num_workers=0,
+        class_names=CAMVID_CLASSES,
+        layout="camvid",
+        ignore_index=CAMVID_VOID,
+        **kwargs,
+    )
 
 
 def test_voc_layout_lists_the_same_pairs_as_before(voc_root: Path) -> None:
@@ -216,9 +223,16 @@ def test_metrics_do_not_count_camvid_void_pixels(camvid_root: Path) -> None:
 
 
 def test_camvid_task_trains_and_writes_test_miou(compose_cfg, camvid_root: Path, tmp_path: Path) -> None:
-    cfg = compose_cfg([
-        "task=camvid", "model=fcn", *TINY, f"task.data.root={camvid_root}", "task.data.crop=[32,48]", "callbacks.figures=null",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "task=camvid",
+            "model=fcn",
+            *TINY,
+            f"task.data.root={camvid_root}",
+            "task.data.crop=[32,48]",
+            "callbacks.figures=null",
+        ]
+    )
     assert (cfg.task.data.layout, cfg.task.data.ignore_index, cfg.task.data.test_split) == ("camvid", 11, "test")
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it over: hydra.* lives in HydraConfig only

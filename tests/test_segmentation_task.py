@@ -272,14 +272,29 @@ def test_trainer_predict_gives_the_argmax_of_the_logits_validation_scores() -> N
 def test_cached_pipeline_with_slide_evaluation_trains_and_draws_its_validation_figures(compose_cfg, tmp_path) -> None:
     """The figure callback predicts its fixed samples from the cached (uint8) loader at the end
     of the first validation; with sliding windows that must not crash."""
-    cfg = compose_cfg([
-        "task=shapes_seg", "model=fcn", "task.data.pipeline=cached", "task.module.eval_mode=slide", *TINY,
-        f"task.data.root={tmp_path / 'shapes_seg'}", "task.data.generator.num_train=8", "task.data.generator.num_val=2",
-        "task.data.generator.height=48", "task.data.generator.width=64", "task.data.crop=[32,64]",
-        "task.data.batch_size=2", "trainer.limit_val_batches=1", "test=false",
-        "callbacks.figures.num_images=1", "callbacks.figures.num_train_images=1", "callbacks.model_summary=null",
-        "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null",  # 45 MB each, beside the point here
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "task=shapes_seg",
+            "model=fcn",
+            "task.data.pipeline=cached",
+            "task.module.eval_mode=slide",
+            *TINY,
+            f"task.data.root={tmp_path / 'shapes_seg'}",
+            "task.data.generator.num_train=8",
+            "task.data.generator.num_val=2",
+            "task.data.generator.height=48",
+            "task.data.generator.width=64",
+            "task.data.crop=[32,64]",
+            "task.data.batch_size=2",
+            "trainer.limit_val_batches=1",
+            "test=false",
+            "callbacks.figures.num_images=1",
+            "callbacks.figures.num_train_images=1",
+            "callbacks.model_summary=null",
+            "callbacks.model_checkpoint=null",
+            "callbacks.last_checkpoint=null",  # 45 MB each, beside the point here
+        ]
+    )
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it over
     assert 0 <= train(cfg)["val/miou_best"] <= 1

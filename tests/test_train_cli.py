@@ -25,8 +25,17 @@ CLASSIFIERS = ["resnet50", "vgg19", "inception_v1"]
 @pytest.mark.slow
 def test_every_classification_network_trains_a_fast_dev_run_through_train_py(tmp_path: Path) -> None:
     """One sweep (one interpreter start-up) over the networks; each job is a whole train.py run."""
-    result = run_cli("src/train.py", "-m", "task=shapes", f"model={','.join(CLASSIFIERS)}", "debug=fdr", "task.data.batch_size=2",
-                     "callbacks.rich_progress_bar=null", f"hydra.sweep.dir={tmp_path}", env={"PYTHONWARNINGS": "default"})  # fmt: skip
+    result = run_cli(
+        "src/train.py",
+        "-m",
+        "task=shapes",
+        f"model={','.join(CLASSIFIERS)}",
+        "debug=fdr",
+        "task.data.batch_size=2",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.sweep.dir={tmp_path}",
+        env={"PYTHONWARNINGS": "default"},
+    )
     output = result.stdout + result.stderr
     for job, model in enumerate(CLASSIFIERS):
         metrics = json.loads((tmp_path / str(job) / "metrics.json").read_text())
@@ -64,8 +73,15 @@ def test_eval_of_the_best_checkpoint_reproduces_the_logged_test_metrics(multirun
     run = multirun / "2"  # resnet_small: BatchNorm statistics must round-trip too
     logged = json.loads((run / "metrics.json").read_text())
     best = next((run / "checkpoints").glob("epoch_*.ckpt"))
-    run_cli("src/eval.py", f"ckpt_path={best}", "task=shapes", "trainer.limit_test_batches=2", "task.data.num_workers=0",
-            "task.data.batch_size=4", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    run_cli(
+        "src/eval.py",
+        f"ckpt_path={best}",
+        "task=shapes",
+        "trainer.limit_test_batches=2",
+        "task.data.num_workers=0",
+        "task.data.batch_size=4",
+        f"hydra.run.dir={tmp_path}",
+    )
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     assert evaluated["test/acc"] == logged["test/acc"]
     assert evaluated["test/loss"] == pytest.approx(logged["test/loss"], rel=1e-6)
@@ -76,8 +92,13 @@ def test_eval_without_task_reads_the_checkpoints_split_under_this_machines_data_
     moved = tmp_path / "data"  # the data as another machine holds it: no cache yet
     shutil.copytree(Path(os.environ["VISIONBENCH_DATA_DIR"]) / "shapes", moved / "shapes", ignore=shutil.ignore_patterns(".cache"))
     ckpt = multirun / "0" / "checkpoints" / "last.ckpt"
-    result = run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", f"hydra.run.dir={tmp_path / 'eval'}",
-                     env={"VISIONBENCH_DATA_DIR": str(moved)})  # fmt: skip
+    result = run_cli(
+        "src/eval.py",
+        f"ckpt_path={ckpt}",
+        "trainer.limit_test_batches=2",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        env={"VISIONBENCH_DATA_DIR": str(moved)},
+    )
     assert (moved / "shapes" / ".cache").is_dir()  # the test split was read (and cached) from there
     assert f"test split written to {tmp_path / 'eval' / 'metrics.json'}" in result.stdout
     assert "test/acc" in json.loads((tmp_path / "eval" / "metrics.json").read_text())

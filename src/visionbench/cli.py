@@ -199,8 +199,9 @@ def check_override_keys(config_name: str, argv: list[str]) -> None:
         with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
             top_groups = set(GlobalHydra.instance().config_loader().list_groups(""))
             groups = [o for o in plain if "." not in o.key_or_group and o.package is None and o.key_or_group in top_groups]
-            choices = [f"{o.key_or_group}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.value()}"
-                       for o in groups]  # fmt: skip
+            choices = [
+                f"{o.key_or_group}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.value()}" for o in groups
+            ]
             cfg = compose(config_name, overrides=choices)
     except HydraException:
         return  # an unknown group option: Hydra's message lists the available ones

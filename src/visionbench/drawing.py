@@ -118,8 +118,7 @@ def _draw_bars(ax: Axes, pred: Prediction, class_names: Sequence[str], top_k: in
     if pred.label is not None and pred.label not in order:
         order.append(pred.label)
     colours = [
-        TRUE_AND_PREDICTED if i == pred.label and rank == 0 else TRUE_ONLY if i == pred.label else PREDICTED
-        for rank, i in enumerate(order)
+        TRUE_AND_PREDICTED if i == pred.label and rank == 0 else TRUE_ONLY if i == pred.label else PREDICTED for rank, i in enumerate(order)
     ]
     positions = np.arange(len(order))
     ax.barh(positions, pred.probs[order], color=colours)
@@ -158,8 +157,7 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
     if n <= 25:
         for (i, j), count in np.ndenumerate(matrix):
             if count:
-                ax.text(j, i, str(int(count)), ha="center", va="center", fontsize=6,
-                        color="white" if recall[i, j] > 0.5 else "black")  # fmt: skip
+                ax.text(j, i, str(int(count)), ha="center", va="center", fontsize=6, color="white" if recall[i, j] > 0.5 else "black")
     figure.tight_layout()
     return figure
 

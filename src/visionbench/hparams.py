@@ -30,11 +30,27 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
 
 # What TensorBoard's HParams tab shows, in this order: the choices that decide a number.
 KEY_PARAMS = (
-    "model.name", "task.name", "seed", "optimizer", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum",
-    "scheduler", "scheduler.warmup_epochs", "task.data.batch_size", "task.data.image_size", "trainer.max_epochs",
-    "trainer.max_time", "trainer.precision", "task.module.label_smoothing", "task.module.class_weights", "task.data.sampler",
-    "ema_decay", "channels_last", "task.data.pipeline",
-)  # fmt: skip
+    "model.name",
+    "task.name",
+    "seed",
+    "optimizer",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "scheduler",
+    "scheduler.warmup_epochs",
+    "task.data.batch_size",
+    "task.data.image_size",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "trainer.precision",
+    "task.module.label_smoothing",
+    "task.module.class_weights",
+    "task.data.sampler",
+    "ema_decay",
+    "channels_last",
+    "task.data.pipeline",
+)
 
 
 def run_params(cfg: DictConfig, datamodule: VisionDataModule) -> dict[str, Any]:

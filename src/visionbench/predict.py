@@ -39,9 +39,14 @@ def prediction_trainer(device: str, writer: L.Callback) -> L.Trainer:
         )
     devices = [target.index] if target.index is not None else 1
     return L.Trainer(
-        accelerator=target.type, devices=devices, logger=False, callbacks=[writer], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator=target.type,
+        devices=devices,
+        logger=False,
+        callbacks=[writer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def model_source(ckpt_path: Path | None, model_file: Path | None) -> Path:
@@ -72,9 +77,16 @@ def _listed(skipped: list[tuple[Path, str]], limit: int = 5) -> str:
 
 
 def predict(
-    ckpt_path: Path | None, input_path: Path, output_dir: Path | None = None, top_k: int = 5, device: str = "cpu",
-    batch_size: int = 16, figures: bool = True, echo: Callable[[str], None] = print, model_file: Path | None = None,
-) -> PredictResult:  # fmt: skip
+    ckpt_path: Path | None,
+    input_path: Path,
+    output_dir: Path | None = None,
+    top_k: int = 5,
+    device: str = "cpu",
+    batch_size: int = 16,
+    figures: bool = True,
+    echo: Callable[[str], None] = print,
+    model_file: Path | None = None,
+) -> PredictResult:
     """Predict every image of ``input_path`` in batches of ``batch_size`` and write one row per image
     to ``<output_dir>/predictions.csv`` (plus masks and, if ``figures``, a figure per image), with the
     checkpoint's network or, given ``model_file`` instead, the exported one (``trained_task``).

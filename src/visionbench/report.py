@@ -336,10 +336,16 @@ def write_csv(table: Table, path: Path) -> None:
         writer.writerow([*setting_keys, "n_runs", "n_seeds", "seeds", *stat_columns, "run_dirs"])
         for row in table.rows:
             stats = [getattr(row.stats.get(m), part, None) for m in table.metrics for part in ("mean", "std")]
-            writer.writerow([
-                *row.settings.values(), len(row.runs), len(row.seeds), " ".join(row.seeds),
-                *("" if v is None else v for v in stats), ";".join(str(r.path) for r in row.runs),
-            ])  # fmt: skip
+            writer.writerow(
+                [
+                    *row.settings.values(),
+                    len(row.runs),
+                    len(row.seeds),
+                    " ".join(row.seeds),
+                    *("" if v is None else v for v in stats),
+                    ";".join(str(r.path) for r in row.runs),
+                ]
+            )
 
 
 def _table_markdown(table: Table) -> list[str]:

@@ -83,8 +83,11 @@ def interrupted_exit(cfg: DictConfig, trainer: L.Trainer, stop: BaseException, m
         if checkpoint.is_file():
             log.error(
                 "%s stopped the run at epoch %d, step %d; the point reached is saved. Resume with: %s",
-                signum.name, trainer.current_epoch, trainer.global_step, resume_command(checkpoint, out_dir),
-            )  # fmt: skip
+                signum.name,
+                trainer.current_epoch,
+                trainer.global_step,
+                resume_command(checkpoint, out_dir),
+            )
         else:
             log.error("%s stopped the run before any checkpoint was written; start it again.", signum.name)
     return SystemExit(128 + signum)

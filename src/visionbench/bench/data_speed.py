@@ -157,9 +157,16 @@ def training_images_per_s(dm: SimpsonsDataModule, make_net: Callable[[], nn.Modu
     task = ClassificationTask(make_net(), dm.num_classes, optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
     clock = _BatchClock()
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, limit_train_batches=warmup + batches, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
-    )  # fmt: skip
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=warmup + batches,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
     trainer.fit(task, datamodule=dm)
     return batches * dm.batch_size / (clock.times[-1] - clock.times[warmup - 1])
 
@@ -200,7 +207,11 @@ def epoch_cost(dm: SimpsonsDataModule) -> tuple[float, float]:
 
 
 def end_to_end(
-    dm: SimpsonsDataModule, batches: int, warmup: int, rounds: int, progress: Callable[[str], None] = lambda name: None,
+    dm: SimpsonsDataModule,
+    batches: int,
+    warmup: int,
+    rounds: int,
+    progress: Callable[[str], None] = lambda name: None,
     models: tuple[str, ...] = END_TO_END_MODELS,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Median images/s of the training loop and of the model alone for each of ``models``, the two
@@ -287,8 +298,15 @@ def run(
         seconds.append(min(s1, s2))
         peaks.append(max(peak1, peak2))
     return DataBenchResult(
-        loader, augment, train_rate, model_rate, {k: train_rate[k] / model_rate[k] for k in END_TO_END_MODELS}, sizes, seconds, peaks,
-    )  # fmt: skip
+        loader,
+        augment,
+        train_rate,
+        model_rate,
+        {k: train_rate[k] / model_rate[k] for k in END_TO_END_MODELS},
+        sizes,
+        seconds,
+        peaks,
+    )
 
 
 def markdown(result: DataBenchResult) -> str:

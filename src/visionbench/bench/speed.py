@@ -54,8 +54,7 @@ class Variant:
     def __post_init__(self) -> None:
         if self.precision not in DTYPES:
             raise ConfigError(
-                f"Unknown precision {self.precision!r} (config keys bench.precision / bench.low_precision). "
-                f"Use one of {sorted(DTYPES)}."
+                f"Unknown precision {self.precision!r} (config keys bench.precision / bench.low_precision). Use one of {sorted(DTYPES)}."
             )
 
     @property
@@ -158,8 +157,10 @@ class _Run:
             self.net = self.net.to(memory_format=torch.channels_last)
         model: Callable[[Tensor], object] = torch.compile(self.net) if job.variant.compile else self.net
         x, target = _batch(job.workload, job.variant, device)
-        self.steps = {"infer": _infer_step(model, x, job.variant, device),
-                      "train": _train_step(self.net, model, x, target, job.variant, device)}  # fmt: skip
+        self.steps = {
+            "infer": _infer_step(model, x, job.variant, device),
+            "train": _train_step(self.net, model, x, target, job.variant, device),
+        }
         self.first_s: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
         self.times: dict[str, tuple[float, ...]] = {}
@@ -295,8 +296,6 @@ def _return_freed_memory_to_os() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-
-
 # --- what to measure, from the bench config ---------------------------------------------------------
 
 
@@ -378,10 +377,7 @@ def _model_net_config(conf_dir: Path, name: str) -> DictConfig:
     path = Path(conf_dir) / "model" / f"{name}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(
-            f"bench.models lists {name!r} but {path} does not exist. "
-            f"Use one of {available} or add that model config."
-        )
+        raise ConfigError(f"bench.models lists {name!r} but {path} does not exist. Use one of {available} or add that model config.")
     model_cfg = OmegaConf.load(path)
     if "net" not in model_cfg:
         raise ConfigError(f"{path} has no `net` key; a model config needs `net: {{_target_: ...}}` to be benchmarked.")
@@ -420,6 +416,5 @@ def describe_device(device: torch.device) -> str:
     cpuinfo = Path("/proc/cpuinfo")
     model = ""
     if cpuinfo.is_file():
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("model name")), "")  # fmt: skip
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")), "")
     return f"CPU {model or platform.machine()}, {torch.get_num_threads()} threads"

@@ -47,7 +47,8 @@ def layer_table(net: nn.Module, input_size: int | Sequence[int], in_channels: in
         return record
 
     handles = [
-        m.register_forward_hook(hook(name)) for name, m in net.named_modules()
+        m.register_forward_hook(hook(name))
+        for name, m in net.named_modules()
         if name and not list(m.children()) and not isinstance(m, nn.Identity)
     ]
     was_training = net.training

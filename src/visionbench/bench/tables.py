@@ -142,50 +142,108 @@ def attach_quality(rows: Sequence[BenchRow], runs: Sequence[Run], metrics: Mappi
 # --- output ----------------------------------------------------------------------------------------
 
 CSV_COLUMNS = [
-    "model", "impl", "task", "variant", "batch_size", "image_size", "warmup", "iters",
-    "params", "gflops_per_image", "train_images_per_s", "infer_images_per_s", "train_mfu", "infer_mfu",
-    "mfu_above_peak", "train_peak_mem_mb", "infer_peak_mem_mb", "compile_s", "train_step_s", "infer_step_s",
-    "train_ratio_vs_torchvision", "infer_ratio_vs_torchvision", "train_ratio_vs_baseline", "infer_ratio_vs_baseline",
-    "val_metric", "val_mean", "val_std", "val_n", "test_metric", "test_mean", "test_std", "test_n", "error",
-    "serving_threads", "latency_ms_eager", "latency_p95_ms_eager", "latency_ms_onnxruntime", "latency_p95_ms_onnxruntime",
-    "latency_ratio_onnxruntime", "serving_images_per_s_eager", "serving_images_per_s_onnxruntime",
-    "serving_ratio_onnxruntime", "latency_s_eager", "latency_s_onnxruntime", "serving_error",
-]  # fmt: skip
+    "model",
+    "impl",
+    "task",
+    "variant",
+    "batch_size",
+    "image_size",
+    "warmup",
+    "iters",
+    "params",
+    "gflops_per_image",
+    "train_images_per_s",
+    "infer_images_per_s",
+    "train_mfu",
+    "infer_mfu",
+    "mfu_above_peak",
+    "train_peak_mem_mb",
+    "infer_peak_mem_mb",
+    "compile_s",
+    "train_step_s",
+    "infer_step_s",
+    "train_ratio_vs_torchvision",
+    "infer_ratio_vs_torchvision",
+    "train_ratio_vs_baseline",
+    "infer_ratio_vs_baseline",
+    "val_metric",
+    "val_mean",
+    "val_std",
+    "val_n",
+    "test_metric",
+    "test_mean",
+    "test_std",
+    "test_n",
+    "error",
+    "serving_threads",
+    "latency_ms_eager",
+    "latency_p95_ms_eager",
+    "latency_ms_onnxruntime",
+    "latency_p95_ms_onnxruntime",
+    "latency_ratio_onnxruntime",
+    "serving_images_per_s_eager",
+    "serving_images_per_s_onnxruntime",
+    "serving_ratio_onnxruntime",
+    "latency_s_eager",
+    "latency_s_onnxruntime",
+    "serving_error",
+]
 
 
 def _record(row: BenchRow) -> dict[str, object]:
     m = row.measurement
     record: dict[str, object] = {
-        "model": row.model, "impl": row.impl, "task": row.task, "variant": row.variant,
-        "batch_size": row.batch_size, "image_size": "x".join(map(str, row.image_size)),
-        "warmup": row.warmup, "iters": row.iters, "error": row.error,
+        "model": row.model,
+        "impl": row.impl,
+        "task": row.task,
+        "variant": row.variant,
+        "batch_size": row.batch_size,
+        "image_size": "x".join(map(str, row.image_size)),
+        "warmup": row.warmup,
+        "iters": row.iters,
+        "error": row.error,
         "train_ratio_vs_torchvision": row.train_ratio_vs_torchvision,
         "infer_ratio_vs_torchvision": row.infer_ratio_vs_torchvision,
         "train_ratio_vs_baseline": row.train_ratio_vs_baseline,
         "infer_ratio_vs_baseline": row.infer_ratio_vs_baseline,
-    }  # fmt: skip
+    }
     if m is not None:
-        record.update({
-            "params": m.params, "gflops_per_image": m.gflops_per_image,
-            "train_images_per_s": m.train_images_per_s, "infer_images_per_s": m.infer_images_per_s,
-            "train_mfu": row.train_mfu, "infer_mfu": row.infer_mfu, "mfu_above_peak": above_peak(row),
-            "train_peak_mem_mb": m.train_peak_mem_mb, "infer_peak_mem_mb": m.infer_peak_mem_mb, "compile_s": m.compile_s,
-            "train_step_s": " ".join(f"{t:.4f}" for t in m.train_step_s),
-            "infer_step_s": " ".join(f"{t:.4f}" for t in m.infer_step_s),
-        })  # fmt: skip
+        record.update(
+            {
+                "params": m.params,
+                "gflops_per_image": m.gflops_per_image,
+                "train_images_per_s": m.train_images_per_s,
+                "infer_images_per_s": m.infer_images_per_s,
+                "train_mfu": row.train_mfu,
+                "infer_mfu": row.infer_mfu,
+                "mfu_above_peak": above_peak(row),
+                "train_peak_mem_mb": m.train_peak_mem_mb,
+                "infer_peak_mem_mb": m.infer_peak_mem_mb,
+                "compile_s": m.compile_s,
+                "train_step_s": " ".join(f"{t:.4f}" for t in m.train_step_s),
+                "infer_step_s": " ".join(f"{t:.4f}" for t in m.infer_step_s),
+            }
+        )
     for prefix, quality in (("val", row.val_quality), ("test", row.test_quality)):
         if quality is not None:
-            record.update({f"{prefix}_metric": quality.metric, f"{prefix}_mean": quality.mean,
-                           f"{prefix}_std": quality.std, f"{prefix}_n": quality.n})  # fmt: skip
+            record.update(
+                {f"{prefix}_metric": quality.metric, f"{prefix}_mean": quality.mean, f"{prefix}_std": quality.std, f"{prefix}_n": quality.n}
+            )
     record["serving_error"] = row.serving_error
     s = row.serving
     if s is not None:
-        record |= {"serving_threads": s.threads, "latency_ratio_onnxruntime": s.onnxruntime_speedup("latency"),
-                   "serving_ratio_onnxruntime": s.onnxruntime_speedup("batch")}  # fmt: skip
+        record |= {
+            "serving_threads": s.threads,
+            "latency_ratio_onnxruntime": s.onnxruntime_speedup("latency"),
+            "serving_ratio_onnxruntime": s.onnxruntime_speedup("batch"),
+        }
         for runtime in (EAGER, ONNXRUNTIME):
-            record |= {f"latency_ms_{runtime}": s.latency_ms(runtime), f"latency_p95_ms_{runtime}": s.latency_p95_ms(runtime),
-                       f"serving_images_per_s_{runtime}": s.images_per_s(runtime),
-                       f"latency_s_{runtime}": " ".join(f"{t:.5f}" for t in s.latency_s[runtime])}  # fmt: skip
+            record |= {
+                f"latency_ms_{runtime}": s.latency_ms(runtime),
+                f"latency_p95_ms_{runtime}": s.latency_p95_ms(runtime),
+                f"serving_images_per_s_{runtime}": s.images_per_s(runtime),
+                f"latency_s_{runtime}": " ".join(f"{t:.5f}" for t in s.latency_s[runtime]),
+            }
     return record
 
 
@@ -198,16 +256,43 @@ def write_csv(rows: Sequence[BenchRow], path: Path) -> None:
 
 
 _MD_COLUMNS = [
-    "model", "impl", "task", "variant", "batch", "size", "iters", "params (M)", "GFLOPs/img",
-    "train img/s", "infer img/s", "train MFU", "infer MFU", "train peak MiB", "infer peak MiB", "compile s",
-    "train ×tv", "infer ×tv", "train ×base", "infer ×base", "val", "test",
-]  # fmt: skip
+    "model",
+    "impl",
+    "task",
+    "variant",
+    "batch",
+    "size",
+    "iters",
+    "params (M)",
+    "GFLOPs/img",
+    "train img/s",
+    "infer img/s",
+    "train MFU",
+    "infer MFU",
+    "train peak MiB",
+    "infer peak MiB",
+    "compile s",
+    "train ×tv",
+    "infer ×tv",
+    "train ×base",
+    "infer ×base",
+    "val",
+    "test",
+]
 
 
 _SERVING_COLUMNS = [
-    "model", "task", "size", "batch-1 ms eager (median / p95)", "batch-1 ms ONNX Runtime (median / p95)",
-    "latency ×ORT", "batch", "img/s eager", "img/s ONNX Runtime", "img/s ×ORT",
-]  # fmt: skip
+    "model",
+    "task",
+    "size",
+    "batch-1 ms eager (median / p95)",
+    "batch-1 ms ONNX Runtime (median / p95)",
+    "latency ×ORT",
+    "batch",
+    "img/s eager",
+    "img/s ONNX Runtime",
+    "img/s ×ORT",
+]
 
 
 def render_markdown(rows: Sequence[BenchRow], notes: Sequence[str]) -> str:
@@ -234,28 +319,45 @@ def _serving_cells(row: BenchRow) -> list[str]:
         *head,
         f"{s.latency_ms(EAGER):.1f} / {s.latency_p95_ms(EAGER):.1f}",
         f"{s.latency_ms(ONNXRUNTIME):.1f} / {s.latency_p95_ms(ONNXRUNTIME):.1f}",
-        f"{s.onnxruntime_speedup('latency'):.2f}", str(s.batch_size),
-        f"{s.images_per_s(EAGER):.2f}", f"{s.images_per_s(ONNXRUNTIME):.2f}", f"{s.onnxruntime_speedup('batch'):.2f}",
-    ]  # fmt: skip
+        f"{s.onnxruntime_speedup('latency'):.2f}",
+        str(s.batch_size),
+        f"{s.images_per_s(EAGER):.2f}",
+        f"{s.images_per_s(ONNXRUNTIME):.2f}",
+        f"{s.onnxruntime_speedup('batch'):.2f}",
+    ]
 
 
 def _markdown_cells(row: BenchRow) -> list[str]:
-    head = [row.model, row.impl, row.task, row.variant, str(row.batch_size),
-            "×".join(map(str, row.image_size)), f"{row.warmup}+{row.iters}"]  # fmt: skip
+    head = [
+        row.model,
+        row.impl,
+        row.task,
+        row.variant,
+        str(row.batch_size),
+        "×".join(map(str, row.image_size)),
+        f"{row.warmup}+{row.iters}",
+    ]
     m = row.measurement
     if m is None:
         return head + [f"failed: {row.error}"] + [""] * (len(_MD_COLUMNS) - len(head) - 1)
     return [
         *head,
-        f"{m.params / 1e6:.2f}", f"{m.gflops_per_image:.2f}",
-        f"{m.train_images_per_s:.2f}", f"{m.infer_images_per_s:.2f}",
-        _mfu_cell(row.train_mfu), _mfu_cell(row.infer_mfu),
-        f"{m.train_peak_mem_mb:.0f}", f"{m.infer_peak_mem_mb:.0f}",
+        f"{m.params / 1e6:.2f}",
+        f"{m.gflops_per_image:.2f}",
+        f"{m.train_images_per_s:.2f}",
+        f"{m.infer_images_per_s:.2f}",
+        _mfu_cell(row.train_mfu),
+        _mfu_cell(row.infer_mfu),
+        f"{m.train_peak_mem_mb:.0f}",
+        f"{m.infer_peak_mem_mb:.0f}",
         _fmt(m.compile_s, "{:.0f}"),
-        _fmt(row.train_ratio_vs_torchvision, "{:.2f}"), _fmt(row.infer_ratio_vs_torchvision, "{:.2f}"),
-        _fmt(row.train_ratio_vs_baseline, "{:.2f}"), _fmt(row.infer_ratio_vs_baseline, "{:.2f}"),
-        _quality_cell(row.val_quality), _quality_cell(row.test_quality),
-    ]  # fmt: skip
+        _fmt(row.train_ratio_vs_torchvision, "{:.2f}"),
+        _fmt(row.infer_ratio_vs_torchvision, "{:.2f}"),
+        _fmt(row.train_ratio_vs_baseline, "{:.2f}"),
+        _fmt(row.infer_ratio_vs_baseline, "{:.2f}"),
+        _quality_cell(row.val_quality),
+        _quality_cell(row.test_quality),
+    ]
 
 
 MFU_ABOVE_PEAK = "⚠"
@@ -304,8 +406,7 @@ def write_plot(rows: Sequence[BenchRow], path: Path, baseline_variant: str) -> N
             ips = m.train_images_per_s if phase == "train" else m.infer_images_per_s
             marker = "o" if row.impl == OURS else "x"
             ax.scatter(m.gflops_per_image, ips, marker=marker, color=task_colors[row.task])
-            ax.annotate(_point_label(row), (m.gflops_per_image, ips), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)  # fmt: skip
+            ax.annotate(_point_label(row), (m.gflops_per_image, ips), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("forward GFLOPs per image (2 FLOPs per multiply-add)")
@@ -344,5 +445,5 @@ def replace_generated_section(doc: Path, name: str, markdown: str) -> None:
     section = f"{begin}\n{markdown.rstrip()}\n{end}"
     start = text.find(begin.split(" (")[0])
     stop = text.find(end, start)
-    text = text[:start] + section + text[stop + len(end):] if start >= 0 and stop >= 0 else text.rstrip("\n") + "\n\n" + section + "\n"
+    text = text[:start] + section + text[stop + len(end) :] if start >= 0 and stop >= 0 else text.rstrip("\n") + "\n\n" + section + "\n"
     doc.write_text(text)

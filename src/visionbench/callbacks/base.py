@@ -78,11 +78,7 @@ class ValidationFigures(Callback, ABC):
         """Write the first training batch of the fit (rank 0)."""
 
     def _active(self, trainer: L.Trainer) -> bool:
-        return (
-            has_tensorboard(trainer)
-            and not trainer.sanity_checking
-            and trainer.current_epoch % self.every_n_epochs == 0
-        )
+        return has_tensorboard(trainer) and not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_samples_pending = self.num_train_images > 0

@@ -116,9 +116,15 @@ class PredictionWriter(BasePredictionWriter, ABC):
         self.progress.stop()  # leave the terminal usable for the error
 
     def write_on_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
-        batch: PredictBatch, batch_idx: int, dataloader_idx: int,
-    ) -> None:  # fmt: skip
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: PredictBatch,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         rows = self.rows(prediction, batch.files, task_of(pl_module, VisionTask).class_names)
         self._predicted += [(f.position, f.path, row) for f, row in zip(batch.files, rows, strict=True)]
         self._skipped += [(u.position, u.path, u.reason) for u in batch.unreadable]

@@ -94,8 +94,10 @@ class TrainingThroughput(L.Callback):
         if achieved > self.peak_flops:
             log.warning(
                 "perf/train_mfu is %.0f %%: above the peak measured at fit start (%.0f GFLOP/s, %s), which other "
-                "processes must have slowed; this epoch's MFU is not trustworthy.", 100 * achieved / self.peak_flops,
-                self.peak_flops / 1e9, self.peak_kernel or "matmul",
+                "processes must have slowed; this epoch's MFU is not trustworthy.",
+                100 * achieved / self.peak_flops,
+                self.peak_flops / 1e9,
+                self.peak_kernel or "matmul",
             )
         pl_module.log_dict(
             {

@@ -82,8 +82,6 @@ def _check_number(key: str, value: Any, expected: str, high: float) -> None:
         )
 
 
-
-
 @dataclass(frozen=True)
 class SegAugment:
     """Segmentation training augmentation (``task.data.augment.*``); ``enabled: false`` keeps only crop/pad."""

@@ -181,8 +181,12 @@ def build_cache(
                 "Cached the %s split in %.1f s: %s; %s holds %s in all. Caches of other settings are kept (a parallel "
                 "job may be reading them): `python src/prepare.py task=<task> clean_cache=true` removes those the "
                 "task's current settings do not read.",
-                name, time.perf_counter() - start, human_size(files.size()), root / CACHE_DIR, human_size(folder),
-            )  # fmt: skip
+                name,
+                time.perf_counter() - start,
+                human_size(files.size()),
+                root / CACHE_DIR,
+                human_size(folder),
+            )
     meta = json.loads(files.meta.read_text())
     height, width = meta["canvas"]
     images = ArrayFile(files.images, (meta["count"], 3, height, width))
@@ -261,4 +265,3 @@ def remove_caches(root: Path, keep: Collection[str] = ()) -> dict[str, int]:
                     freed[match["stem"]] = freed.get(match["stem"], 0) + path.stat().st_size
                     path.unlink()
     return freed
-

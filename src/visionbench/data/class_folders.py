@@ -114,8 +114,9 @@ class ClassFolders:
                 log.warning(
                     "'%s' changed since %s was written (task.data.split settings, or files, classes or split folders "
                     "added, removed or replaced): the split is made again, so earlier runs may have used another split.",
-                    self.root, MANIFEST,
-                )  # fmt: skip
+                    self.root,
+                    MANIFEST,
+                )
             result = build_split(self.root, self.spec)
             if not result.entries:
                 raise DataNotFoundError(
@@ -127,13 +128,17 @@ class ClassFolders:
             if result.excluded:
                 log.warning(
                     "%d file(s) excluded from %s (unreadable or duplicate content); the list is in %s",
-                    len(result.excluded), self.root, self.root / EXCLUDED,
-                )  # fmt: skip
+                    len(result.excluded),
+                    self.root,
+                    self.root / EXCLUDED,
+                )
             if result.dropped_classes:
                 log.warning(
                     "%d class(es) with %d or fewer readable images dropped: %s",
-                    len(result.dropped_classes), self.spec.min_images, result.dropped_classes,
-                )  # fmt: skip
+                    len(result.dropped_classes),
+                    self.spec.min_images,
+                    result.dropped_classes,
+                )
 
     def entries(self) -> list[Entry]:
         """The manifest's rows, read once (built first when there is none yet)."""

@@ -30,9 +30,28 @@ log = logging.getLogger(__name__)
 VOC_DIR = Path("VOCdevkit") / "VOC2012"
 SPLITS_DIR = Path("ImageSets") / "Segmentation"
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 TORCHVISION_SPLITS = ("train", "trainval", "val")  # what torchvision's VOCSegmentation accepts
 MASK_DIRS = {"train_aug": "SegmentationClassAug"}  # split -> mask folder; default SegmentationClass
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
@@ -166,7 +185,6 @@ def has_split(root: Path, split: str, layout: str) -> bool:
     return _folder_dirs(root, split) is not None
 
 
-
 @dataclass
 class ImageMaskPairs:
     """The (image, mask) pairs of one split; each mask is checked as it is read (cheap)."""
@@ -242,6 +260,8 @@ class PairLayout:
                     split.validate()
                 log.info(
                     "validated %d image/mask pairs in %s (%s)",
-                    sum(map(len, listed)), self.root, ", ".join(s.split for s in listed),
-                )  # fmt: skip
+                    sum(map(len, listed)),
+                    self.root,
+                    ", ".join(s.split for s in listed),
+                )
                 self.validated = True

@@ -61,10 +61,12 @@ def input_files(path: Path, output_dir: Path | None = None) -> list[Path]:
     outputs = output_dir.resolve() if output_dir is not None else None
     nested_outputs = outputs if outputs is not None and outputs != path.resolve() and outputs.is_relative_to(path.resolve()) else None
     files = sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
         and not (nested_outputs is not None and p.resolve().is_relative_to(nested_outputs))
-    )  # fmt: skip
+    )
     if not files:
         raise DataNotFoundError(f"input='{path}' holds no files (hidden ones are ignored). Pass an image file or a folder of images.")
     return files
@@ -75,9 +77,14 @@ class PredictBatches(Dataset):
     (``padded_size_batches`` for segmentation), so the loader only reads them."""
 
     def __init__(
-        self, files: list[Path], input_path: Path, batches: list[list[int]],
-        transform: Callable[[Image.Image], Any], stack: Callable[[list[Any]], Tensor], empty: Tensor,
-    ) -> None:  # fmt: skip
+        self,
+        files: list[Path],
+        input_path: Path,
+        batches: list[list[int]],
+        transform: Callable[[Image.Image], Any],
+        stack: Callable[[list[Any]], Tensor],
+        empty: Tensor,
+    ) -> None:
         self.files, self.batches, self.transform, self.stack, self.empty = files, batches, transform, stack, empty
         self.names = [(p.relative_to(input_path) if input_path.is_dir() else Path(p.name)).as_posix() for p in files]
 
@@ -137,9 +144,13 @@ def predict_loader(files: list[Path], input_path: Path, kind: str, data: Mapping
     if kind == "segmentation":
         divisor = int(data.get("size_divisor", 32))
         batches = PredictBatches(
-            files, input_path, padded_size_batches(files, divisor, batch_size), _segmentation_sample,
-            partial(_padded_images, size_divisor=divisor), torch.zeros(0, 3, divisor, divisor),
-        )  # fmt: skip
+            files,
+            input_path,
+            padded_size_batches(files, divisor, batch_size),
+            _segmentation_sample,
+            partial(_padded_images, size_divisor=divisor),
+            torch.zeros(0, 3, divisor, divisor),
+        )
     else:
         size = int(data["image_size"])
         chunks = [list(range(start, min(start + batch_size, len(files)))) for start in range(0, len(files), batch_size)]

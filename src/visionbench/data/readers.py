@@ -138,4 +138,3 @@ def load_pair(image_path: Path, mask_path: Path, num_classes: int, split: str, i
     mask = load_mask(mask_path, num_classes, split, ignore_index)
     check_same_size(image_path, (image.height, image.width), mask_path, mask.shape)
     return image, mask
-

@@ -51,6 +51,7 @@ _CROSS: Polygon = [
 _ARROW: Polygon = [(-1, -0.25), (0.2, -0.25), (0.2, -0.65), (1, 0), (0.2, 0.65), (0.2, 0.25), (-1, 0.25)]
 _SQUARE: Polygon = [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]
 
+
 def _ellipse(rx: float, ry: float, n: int = 48) -> Polygon:
     return [(rx * math.cos(2 * math.pi * k / n), ry * math.sin(2 * math.pi * k / n)) for k in range(n)]
 
@@ -76,8 +77,6 @@ CLASSES: dict[str, ShapeSpec] = {
 def _place(poly: Polygon, cx: float, cy: float, r: float, angle: float, dx: float = 0.0) -> list[tuple[float, float]]:
     c, s = math.cos(angle), math.sin(angle)
     return [(cx + r * ((x + dx) * c - y * s), cy + r * ((x + dx) * s + y * c)) for x, y in poly]
-
-
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -107,7 +107,13 @@ def generate_shapes_seg(
 
     root = Path(root)
     recipe = {
-        "dataset": "shapes_seg", "num_train": num_train, "num_val": num_val, "height": height, "width": width,
-        "max_objects": max_objects, "border": border, "seed": seed,
-    }  # fmt: skip
+        "dataset": "shapes_seg",
+        "num_train": num_train,
+        "num_val": num_val,
+        "height": height,
+        "width": width,
+        "max_objects": max_objects,
+        "border": border,
+        "seed": seed,
+    }
     return builtin.build_once(root, root / VOC_DIR.parts[0], recipe, write, log)

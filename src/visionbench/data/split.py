@@ -185,9 +185,7 @@ def scan(listing: Listing, root: Path) -> tuple[dict[str, Usable], list[tuple[st
             for f in files:
                 if not is_image_name(f):
                     excluded.append((f.relative_to(root).as_posix(), "not an image file name"))
-            usable[split][label] = [
-                (f.relative_to(root).as_posix(), d) for f in files if is_image_name(f) and (d := admit(f)) is not None
-            ]
+            usable[split][label] = [(f.relative_to(root).as_posix(), d) for f in files if is_image_name(f) and (d := admit(f)) is not None]
     kaggle = [(f.relative_to(root).as_posix(), d, _kaggle_test_label(f.name)) for f in listing.kaggle if (d := admit(f)) is not None]
     return usable, excluded, kaggle
 
@@ -236,9 +234,7 @@ def build_split(root: Path, spec: SplitSpec) -> SplitResult:
     return SplitResult(entries, excluded, dropped, listing.digest())
 
 
-def keep_given_split(
-    root: Path, scanned: dict[str, Usable], excluded: list[tuple[str, str]], spec: SplitSpec, listing: str
-) -> SplitResult:
+def keep_given_split(root: Path, scanned: dict[str, Usable], excluded: list[tuple[str, str]], spec: SplitSpec, listing: str) -> SplitResult:
     """Every usable file in the split its folder names: the classes are the union over the split
     folders (minus those with ``min_images`` or fewer usable images in all), each of which must
     have training images. Without ``test/``, the validation files are also the test split."""
@@ -265,8 +261,9 @@ def warn_if_tested_on_val(root: Path, spec: SplitSpec) -> None:
     if folders and "test" not in folders:
         log.warning(
             "'%s' has no test/ folder: the val/ images are the test split too, so test/ numbers are validation "
-            "numbers (the checkpoint they score was chosen on them). Add a test/ folder for an unbiased test.", root,
-        )  # fmt: skip
+            "numbers (the checkpoint they score was chosen on them). Add a test/ folder for an unbiased test.",
+            root,
+        )
 
 
 def write_manifest(root: Path, result: SplitResult, spec: SplitSpec) -> None:

@@ -156,8 +156,6 @@ def eval_transform() -> SegmentationTransform:
     return SegmentationTransform([])
 
 
-
-
 def pad_collate(batch: list[tuple[Tensor, Tensor]], size_divisor: int = 32) -> tuple[Tensor, Tensor]:
     """Stack differently sized samples by padding bottom/right to a common size that is a
     multiple of ``size_divisor`` (the networks' output stride): normalised images with 0 and uint8

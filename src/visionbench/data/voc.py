@@ -110,14 +110,19 @@ class VOCSegmentationDataModule(VisionDataModule[ImageMaskPairs]):
             log.warning(
                 "'%s' has no test split: the val split '%s' is the test split too, %s. Add a test split "
                 "(for task.data.layout=%s, as the train and val splits are laid out) for an unbiased test.",
-                self.root, val, consequence, self.source.layout,
-            )  # fmt: skip
+                self.root,
+                val,
+                consequence,
+                self.source.layout,
+            )
         elif self.source.has_split("test"):
             log.warning(
                 "'%s' has a test split, but task.data.test_split=%s tests on the val split, %s. "
                 "Set task.data.test_split=test to test on it.",
-                self.root, val, consequence,
-            )  # fmt: skip
+                self.root,
+                val,
+                consequence,
+            )
 
     def items(self, stage: str) -> ImageMaskPairs:
         return self.source.split(self.split_name(stage))
@@ -149,8 +154,10 @@ class VOCSegmentationDataModule(VisionDataModule[ImageMaskPairs]):
         if overlap:
             log.warning(
                 "%d image(s) of train split '%s' are also in val split '%s': validation numbers are optimistic.",
-                len(overlap), self.split_name("train"), self.split_name("val"),
-            )  # fmt: skip
+                len(overlap),
+                self.split_name("train"),
+                self.split_name("val"),
+            )
 
     def collate_fn(self, split: str) -> Callable[[Any], Any]:
         return functools.partial(pad_collate, size_divisor=self.size_divisor)

@@ -103,9 +103,17 @@ def export_network(net: nn.Module, example: Tensor, path: Path, *, dynamic_batch
         dims |= {2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
     with _quiet_exporter():
         torch.onnx.export(
-            net.eval(), (example,), path, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes=(dims,), external_data=False, verbose=False,
-        )  # fmt: skip
+            net.eval(),
+            (example,),
+            path,
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=(dims,),
+            external_data=False,
+            verbose=False,
+        )
 
 
 @contextmanager
@@ -210,10 +218,17 @@ def default_export_dir(ckpt_path: Path) -> Path:
 
 
 def export_checkpoint(
-    ckpt_path: Path, output_dir: Path | None = None, *, format: str = "onnx", dynamic_batch: bool = True,
-    opset: int = DEFAULT_OPSET, tolerance: float = 1e-4, parity_images: int = 8, data_dir: str = "data",
+    ckpt_path: Path,
+    output_dir: Path | None = None,
+    *,
+    format: str = "onnx",
+    dynamic_batch: bool = True,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = 1e-4,
+    parity_images: int = 8,
+    data_dir: str = "data",
     echo: Callable[[str], None] = print,
-) -> ExportResult:  # fmt: skip
+) -> ExportResult:
     """Export the checkpoint's network to ``<output_dir>/<model>.onnx`` with its ``<model>.json``.
 
     The file is written beside its final place and moved there only once its parity is within

@@ -35,7 +35,7 @@ def require(*packages: str, purpose: str) -> list[ModuleType]:
     if missing:
         raise ConfigError(
             f"{purpose} needs the optional package(s) {', '.join(missing)}, not installed in this environment. "
-            f"Install the export group from the repository: .venv/bin/pip install -e \".[export]\" (make install does), "
+            f'Install the export group from the repository: .venv/bin/pip install -e ".[export]" (make install does), '
             f"or pip install {' '.join(EXPORT_PACKAGES)}. Training and evaluation do not need them."
         )
     return modules

@@ -28,9 +28,7 @@ def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> Te
     equal ``out_channels`` for every channel to be upsampled.
     """
     if in_channels != out_channels:
-        raise ValueError(
-            f"bilinear_kernel upsamples channel-wise: in_channels ({in_channels}) must equal out_channels ({out_channels})"
-        )
+        raise ValueError(f"bilinear_kernel upsamples channel-wise: in_channels ({in_channels}) must equal out_channels ({out_channels})")
     factor = (kernel_size + 1) // 2
     center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
     og = torch.arange(kernel_size, dtype=torch.float32)

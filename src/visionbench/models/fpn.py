@@ -23,9 +23,7 @@ LEVELS = ("p2", "p3", "p4", "p5")
 class FPNTrunk(nn.Module):
     """ResNet C2..C5 → top-down pathway with lateral 1×1 convs → P2..P5 (strides 4/8/16/32)."""
 
-    def __init__(
-        self, depth: int = 50, in_channels: int = 3, out_channels: int = 256, pretrained: bool = False
-    ) -> None:
+    def __init__(self, depth: int = 50, in_channels: int = 3, out_channels: int = 256, pretrained: bool = False) -> None:
         super().__init__()
         self.backbone = ResNetTrunk(depth, in_channels=in_channels, pretrained=pretrained)
         self.fpn = FeaturePyramidNetwork(list(self.backbone.out_channels), out_channels)
@@ -53,9 +51,7 @@ class ScaleHead(nn.Module):
     def __init__(self, in_channels: int, channels: int, n_upsamples: int) -> None:
         super().__init__()
         self.n_upsamples = n_upsamples
-        self.convs = nn.ModuleList(
-            ConvGNReLU(in_channels if i == 0 else channels, channels) for i in range(max(1, n_upsamples))
-        )
+        self.convs = nn.ModuleList(ConvGNReLU(in_channels if i == 0 else channels, channels) for i in range(max(1, n_upsamples)))
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         for i, conv in enumerate(self.convs):

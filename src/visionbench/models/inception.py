@@ -36,9 +36,7 @@ INCEPTION_TABLE: dict[str, tuple[int, int, int, int, int, int, int]] = {
 class ConvReLU(nn.Module):
     """conv → (BN) → ReLU; the conv keeps its bias only when there is no BN to absorb it."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, batch_norm: bool, stride: int = 1, padding: int = 0
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, batch_norm: bool, stride: int = 1, padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=not batch_norm)
         # eps=1e-3 as in torchvision's googlenet, whose BN statistics were computed with it.
@@ -67,15 +65,9 @@ class Inception(nn.Module):
     ) -> None:
         super().__init__()
         self.branch1 = ConvReLU(in_channels, ch1x1, 1, batch_norm)
-        self.branch2 = nn.Sequential(
-            ConvReLU(in_channels, ch3x3red, 1, batch_norm), ConvReLU(ch3x3red, ch3x3, 3, batch_norm, padding=1)
-        )
-        self.branch3 = nn.Sequential(
-            ConvReLU(in_channels, ch5x5red, 1, batch_norm), ConvReLU(ch5x5red, ch5x5, 5, batch_norm, padding=2)
-        )
-        self.branch4 = nn.Sequential(
-            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), ConvReLU(in_channels, pool_proj, 1, batch_norm)
-        )
+        self.branch2 = nn.Sequential(ConvReLU(in_channels, ch3x3red, 1, batch_norm), ConvReLU(ch3x3red, ch3x3, 3, batch_norm, padding=1))
+        self.branch3 = nn.Sequential(ConvReLU(in_channels, ch5x5red, 1, batch_norm), ConvReLU(ch5x5red, ch5x5, 5, batch_norm, padding=2))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), ConvReLU(in_channels, pool_proj, 1, batch_norm))
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
 
     def forward(self, x: Tensor) -> Tensor:
@@ -166,9 +158,7 @@ class InceptionV1(nn.Module):
                     "published ImageNet weights (torchvision's googlenet) are for the BatchNorm variant; the "
                     "paper's LRN network has none. Set batch_norm to true or pretrained to false."
                 )
-            load_torchvision_weights(
-                self, "googlenet", head_prefixes=("fc.", "aux1.fc2.", "aux2.fc2."), convert=googlenet_to_inception_v1
-            )
+            load_torchvision_weights(self, "googlenet", head_prefixes=("fc.", "aux1.fc2.", "aux2.fc2."), convert=googlenet_to_inception_v1)
 
     def _init_weights(self) -> None:
         """Xavier weights and 0.2 conv biases like the reference Caffe model, so the BN-free net trains."""
@@ -204,7 +194,4 @@ def googlenet_to_inception_v1(state: StateDict) -> StateDict:
     torchvision's ``maxpool4`` is 2×2/2 (the paper's is 3×3/2) and its checkpoint expects
     inputs normalised to mean = std = 0.5 (``transform_input``), so fine-tune after loading.
     """
-    return {
-        k: F.pad(v, (1, 1, 1, 1)) if ".branch3.1.conv.weight" in k else v
-        for k, v in state.items()
-    }
+    return {k: F.pad(v, (1, 1, 1, 1)) if ".branch3.1.conv.weight" in k else v for k, v in state.items()}

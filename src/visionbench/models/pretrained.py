@@ -62,7 +62,7 @@ def load_torchvision_weights(
             f"'{path.name}' is not in the torch hub cache folder '{path.parent}', and this machine "
             f"downloads nothing. On a machine with internet, download {url} (for example with "
             f"`python -c \"import torchvision; torchvision.models.get_weight('{TORCHVISION_WEIGHTS[arch]}')"
-            f".get_state_dict()\"`, which stores it in ~/.cache/torch/hub/checkpoints), copy "
+            f'.get_state_dict()"`, which stores it in ~/.cache/torch/hub/checkpoints), copy '
             f"'{path.name}' into '{path.parent}' (or point TORCH_HOME at a folder whose "
             "hub/checkpoints holds it), or set `model.net.pretrained=false`."
         )

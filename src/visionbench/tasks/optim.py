@@ -370,8 +370,9 @@ def budget_schedule(optimizer: Optimizer, horizon: Horizon, warmup_epochs: float
             "%d optimizer steps, and the learning rate decays to 0 at that end. If the steps end first, the run spends "
             "less than its budget (wall_time_s in metrics.json says how much) and is no equal-budget comparison: "
             "set trainer.max_epochs=-1 (and no trainer.max_steps) so that the budget alone ends it.",
-            horizon.limit, horizon.total_steps,
-        )  # fmt: skip
+            horizon.limit,
+            horizon.total_steps,
+        )
 
     def remaining(base: float, step: int) -> float:
         return base * min(1.0 - fraction(), 1.0 - min(step, span) / span)

@@ -106,9 +106,7 @@ def window_stride(window: tuple[int, int], stride: tuple[int, int] | None) -> tu
     return (max(1, 2 * window[0] // 3), max(1, 2 * window[1] // 3))
 
 
-def sliding_window_logits(
-    net: nn.Module, x: Tensor, window: tuple[int, int], stride: tuple[int, int], num_classes: int
-) -> Tensor:
+def sliding_window_logits(net: nn.Module, x: Tensor, window: tuple[int, int], stride: tuple[int, int], num_classes: int) -> Tensor:
     """Logits of the normalised float images ``x`` averaged over overlapping ``window`` tiles
     placed every ``stride`` pixels.
 
