@@ -17,8 +17,9 @@ install: $(STAMP)
 test: $(STAMP)  ## unit + CLI tests (benchmarks excluded), on 2 processes: a file's tests (and its DDP runs) share one
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-lint: $(STAMP)  ## ruff's lint rules and mypy's type check (both configured in pyproject.toml)
+lint: $(STAMP)  ## ruff's lint rules, its formatting and mypy's type check (all configured in pyproject.toml)
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 
 format: $(STAMP)  ## ruff's formatter over the tree, then ruff's safe fixes (import order, ...)
