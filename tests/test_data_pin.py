@@ -95,18 +95,18 @@ def batches_and_metrics(compose_cfg, overrides: list[str]) -> tuple[list[str], d
 
 
 PINNED: dict[tuple[str, str], tuple[list[str], dict[str, float]]] = {
-    ('simpsons', 'pil'): (
+    ("simpsons", "pil"): (
         [
-            'train e0 b0 -0.0445/1.1873 60cb1131bd82',
-            'train e0 b1 -0.2723/1.1517 bd2fbb4b3dcb',
-            'val e0 b0 -0.5726/0.9492 8f77fc79b4ef',
-            'val e0 b1 -0.0824/1.0814 c571327cb01a',
-            'train e1 b0 -0.1534/1.0362 4cea01406733',
-            'train e1 b1 0.0464/1.2350 39924f05f255',
-            'val e1 b0 -0.5726/0.9492 8f77fc79b4ef',
-            'val e1 b1 -0.0824/1.0814 c571327cb01a',
+            "train e0 b0 -0.0445/1.1873 60cb1131bd82",
+            "train e0 b1 -0.2723/1.1517 bd2fbb4b3dcb",
+            "val e0 b0 -0.5726/0.9492 8f77fc79b4ef",
+            "val e0 b1 -0.0824/1.0814 c571327cb01a",
+            "train e1 b0 -0.1534/1.0362 4cea01406733",
+            "train e1 b1 0.0464/1.2350 39924f05f255",
+            "val e1 b0 -0.5726/0.9492 8f77fc79b4ef",
+            "val e1 b1 -0.0824/1.0814 c571327cb01a",
         ],
-        {'test/loss': 3.4369, 'test/acc': 0.3333, 'test/acc_macro': 0.3333},
+        {"test/loss": 3.4369, "test/acc": 0.3333, "test/acc_macro": 0.3333},
     ),
     # On a CPU the cached pipeline augments each training batch in the loader, every sample from its own
     # (seed, epoch, index) stream: the images differ from the version that drew on the training process's
@@ -114,50 +114,67 @@ PINNED: dict[tuple[str, str], tuple[list[str], dict[str, float]]] = {
     # Each sample now draws its parameters in the per-image path's order (affine, ColorJitter's, the flip's
     # coin; issue 17 item 10), so the training images are the pil pin's up to uint8 rounding (same samples,
     # labels and validation batches; test metrics moved with the training images).
-    ('simpsons', 'cached'): (
+    ("simpsons", "cached"): (
         [
-            'train e0 b0 -0.0360/1.1870 60cb1131bd82',
-            'train e0 b1 -0.2637/1.1516 bd2fbb4b3dcb',
-            'val e0 b0 -0.5726/0.9492 8f77fc79b4ef',
-            'val e0 b1 -0.0824/1.0814 c571327cb01a',
-            'train e1 b0 -0.1459/1.0362 4cea01406733',
-            'train e1 b1 0.0547/1.2344 39924f05f255',
-            'val e1 b0 -0.5726/0.9492 8f77fc79b4ef',
-            'val e1 b1 -0.0824/1.0814 c571327cb01a',
+            "train e0 b0 -0.0360/1.1870 60cb1131bd82",
+            "train e0 b1 -0.2637/1.1516 bd2fbb4b3dcb",
+            "val e0 b0 -0.5726/0.9492 8f77fc79b4ef",
+            "val e0 b1 -0.0824/1.0814 c571327cb01a",
+            "train e1 b0 -0.1459/1.0362 4cea01406733",
+            "train e1 b1 0.0547/1.2344 39924f05f255",
+            "val e1 b0 -0.5726/0.9492 8f77fc79b4ef",
+            "val e1 b1 -0.0824/1.0814 c571327cb01a",
         ],
-        {'test/loss': 4.0873, 'test/acc': 0.3333, 'test/acc_macro': 0.3333},
+        {"test/loss": 4.0873, "test/acc": 0.3333, "test/acc_macro": 0.3333},
     ),
-    ('voc', 'pil'): (
+    ("voc", "pil"): (
         [
-            'train e0 b0 0.0405/0.6875 05bfe3af34ba',
-            'train e0 b1 -0.0589/0.7872 75ecfcbc253e',
-            'val e0 b0 -0.0049/0.7289 803ec4009a88',
-            'train e1 b0 -0.0712/0.7954 550d7da414b2',
-            'train e1 b1 -0.0475/0.8199 3e394725d7a4',
-            'val e1 b0 -0.0049/0.7289 803ec4009a88',
-        ],
-        {
-            'test/loss': 2.983, 'test/pixel_acc': 0.0116, 'test/miou': 0.0088, 'test/iou/background': 0.0, 'test/iou/aeroplane': 0.0,
-            'test/iou/bicycle': 0.0633, 'test/iou/bird': 0.0, 'test/iou/boat': 0.0072, 'test/iou/bottle': 0.0, 'test/iou/pottedplant': 0.0,
-            'test/iou/train': 0.0,
-        },
-    ),
-    ('voc', 'cached'): (
-        [
-            'train e0 b0 0.0421/0.6875 05bfe3af34ba',
-            'train e0 b1 -0.0578/0.7874 75ecfcbc253e',
-            'val e0 b0 -0.0036/0.7289 803ec4009a88',
-            'train e1 b0 -0.0704/0.7954 550d7da414b2',
-            'train e1 b1 -0.0462/0.8200 3e394725d7a4',
-            'val e1 b0 -0.0036/0.7289 803ec4009a88',
+            "train e0 b0 0.0405/0.6875 05bfe3af34ba",
+            "train e0 b1 -0.0589/0.7872 75ecfcbc253e",
+            "val e0 b0 -0.0049/0.7289 803ec4009a88",
+            "train e1 b0 -0.0712/0.7954 550d7da414b2",
+            "train e1 b1 -0.0475/0.8199 3e394725d7a4",
+            "val e1 b0 -0.0049/0.7289 803ec4009a88",
         ],
         {
-            'test/loss': 2.9755, 'test/pixel_acc': 0.0061, 'test/miou': 0.0008, 'test/iou/background': 0.0, 'test/iou/aeroplane': 0.0,
-            'test/iou/bicycle': 0.0, 'test/iou/bird': 0.0, 'test/iou/boat': 0.0071, 'test/iou/bottle': 0.0, 'test/iou/car': 0.0,
-            'test/iou/motorbike': 0.0, 'test/iou/sofa': 0.0,
+            "test/loss": 2.983,
+            "test/pixel_acc": 0.0116,
+            "test/miou": 0.0088,
+            "test/iou/background": 0.0,
+            "test/iou/aeroplane": 0.0,
+            "test/iou/bicycle": 0.0633,
+            "test/iou/bird": 0.0,
+            "test/iou/boat": 0.0072,
+            "test/iou/bottle": 0.0,
+            "test/iou/pottedplant": 0.0,
+            "test/iou/train": 0.0,
         },
     ),
-}  # fmt: skip
+    ("voc", "cached"): (
+        [
+            "train e0 b0 0.0421/0.6875 05bfe3af34ba",
+            "train e0 b1 -0.0578/0.7874 75ecfcbc253e",
+            "val e0 b0 -0.0036/0.7289 803ec4009a88",
+            "train e1 b0 -0.0704/0.7954 550d7da414b2",
+            "train e1 b1 -0.0462/0.8200 3e394725d7a4",
+            "val e1 b0 -0.0036/0.7289 803ec4009a88",
+        ],
+        {
+            "test/loss": 2.9755,
+            "test/pixel_acc": 0.0061,
+            "test/miou": 0.0008,
+            "test/iou/background": 0.0,
+            "test/iou/aeroplane": 0.0,
+            "test/iou/bicycle": 0.0,
+            "test/iou/bird": 0.0,
+            "test/iou/boat": 0.0071,
+            "test/iou/bottle": 0.0,
+            "test/iou/car": 0.0,
+            "test/iou/motorbike": 0.0,
+            "test/iou/sofa": 0.0,
+        },
+    ),
+}
 
 
 @pytest.mark.parametrize("pipeline", ["pil", "cached"])
