@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from visionbench.cli import CONFIG_DIR, report_errors, start_command
-from visionbench.data.prepare import clean_cache, import_source, print_counts
+from visionbench.data.sources.prepare import clean_cache, import_source, print_counts
 
 
 def prepare(cfg: DictConfig) -> None:

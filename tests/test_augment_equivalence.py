@@ -16,13 +16,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from visionbench.data.augment import Augment, SampleStreams
-from visionbench.data.batch_augment import BatchTransform
-from visionbench.data.shapes import generate_shapes
-from visionbench.data.shapes_seg import generate_shapes_seg
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.transforms import augmentation, normalize
-from visionbench.data.voc import VOCSegmentationDataModule
+from visionbench.data.classification import ClassFolderDataModule
+from visionbench.data.segmentation import ImageMaskDataModule
+from visionbench.data.sources.shapes import generate_shapes
+from visionbench.data.sources.shapes_seg import generate_shapes_seg
+from visionbench.data.transforms.augment import Augment, SampleStreams
+from visionbench.data.transforms.batch import BatchTransform
+from visionbench.data.transforms.per_sample import augmentation, normalize
 from visionbench.errors import ConfigError
 from visionbench.seeding import stream_seed
 
@@ -42,7 +42,7 @@ def shapes_seg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def first_training_batch(root: Path, pipeline: str, scale_range: list[float] | None) -> tuple[Tensor, Tensor]:
-    dm = VOCSegmentationDataModule(
+    dm = ImageMaskDataModule(
         root,
         crop=(32, 48),
         batch_size=8,
@@ -146,10 +146,10 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_shapes(tmp_path_factory.mktemp("shapes"), num_classes=3, per_class=8, image_size=40, log=lambda _: None)
 
 
-def classification_epoch(root: Path, pipeline: str, augment: dict) -> tuple[SimpsonsDataModule, list, Tensor, Tensor]:
+def classification_epoch(root: Path, pipeline: str, augment: dict) -> tuple[ClassFolderDataModule, list, Tensor, Tensor]:
     """Epoch 1's draws and first training batch as the model receives it, trained on a CPU (where the
     cached pipeline augments in the loader, each sample from its own stream)."""
-    dm = SimpsonsDataModule(
+    dm = ClassFolderDataModule(
         root,
         image_size=32,
         batch_size=8,

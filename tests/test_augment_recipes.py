@@ -18,10 +18,10 @@ from torchvision.transforms import v2
 
 from conftest import TINY
 from visionbench.compose import build_datamodule, build_task
-from visionbench.data.augment import Augment, BatchAffine, auto_augmentation, batch_mix, random_erasing
 from visionbench.data.base import VisionDataModule
-from visionbench.data.batch_augment import BatchTransform, normalize_uint8
-from visionbench.data.transforms import classification_transform
+from visionbench.data.transforms.augment import Augment, BatchAffine, auto_augmentation, batch_mix, random_erasing
+from visionbench.data.transforms.batch import BatchTransform, normalize_uint8
+from visionbench.data.transforms.per_sample import classification_transform
 from visionbench.errors import ConfigError
 
 # The article's augmentation reduced to the identity (no warp, brightness 1, no flip), so the

@@ -25,9 +25,9 @@ from test_segmentation_data import write_list, write_mask, write_pair
 from visionbench.checkpoint import load_checkpoint
 from visionbench.cli import report_errors
 from visionbench.config_checks import check_numeric_knobs
-from visionbench.data.pair_layouts import VOC_DIR
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.split import EXCLUDED, SplitSpec, build_split
+from visionbench.data.classification import ClassFolderDataModule
+from visionbench.data.sources.pair_layouts import VOC_DIR
+from visionbench.data.sources.split import EXCLUDED, SplitSpec, build_split
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 from visionbench.run import check_resume, evaluate, train
 
@@ -154,7 +154,7 @@ def test_an_empty_class_folder_is_dropped_and_counted_not_fatal(tmp_path: Path) 
 def test_excluded_files_are_counted_in_a_warning_and_listed_beside_the_data(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = make_kaggle_download(tmp_path / "simpsons", kaggle_test=False)
     with caplog.at_level(logging.WARNING):
-        SimpsonsDataModule(root, image_size=32, batch_size=4, num_workers=0).prepare_data()
+        ClassFolderDataModule(root, image_size=32, batch_size=4, num_workers=0).prepare_data()
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "excluded" in r.getMessage())
     assert warning.startswith("5 file(s) excluded") and str(root / EXCLUDED) in warning
     listed = (root / EXCLUDED).read_text().splitlines()

@@ -19,11 +19,11 @@ from torch.utils.data import Dataset, TensorDataset
 from visionbench.cli import user_error
 from visionbench.compose import build_datamodule, build_task
 from visionbench.data.base import VisionDataModule
+from visionbench.data.classification import ClassFolderDataModule
 from visionbench.data.sampler import ClassBalancedSampler, EpochShuffleSampler, EpochTaggedSampler
-from visionbench.data.shapes import generate_shapes
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.split import TRAIN_DIR, read_manifest
-from visionbench.data.storage import FileSamples
+from visionbench.data.sources.shapes import generate_shapes
+from visionbench.data.sources.split import TRAIN_DIR, read_manifest
+from visionbench.data.storage.samples import FileSamples
 from visionbench.errors import ConfigError
 from visionbench.seeding import stream_seed
 from visionbench.tasks.classification import ClassificationTask, balanced_class_weights
@@ -268,4 +268,4 @@ def test_simpsons_and_shapes_default_to_shuffling_and_an_unweighted_loss(tmp_pat
     for name in ("simpsons", "shapes"):
         task = compose_cfg([f"task={name}"]).task
         assert (task.data.sampler, task.module.class_weights) == ("shuffle", None)
-    assert SimpsonsDataModule(tmp_path).sampler == "shuffle"
+    assert ClassFolderDataModule(tmp_path).sampler == "shuffle"

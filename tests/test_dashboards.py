@@ -20,7 +20,7 @@ from visionbench.callbacks import task_figures
 from visionbench.callbacks.classification import ClassificationFigures
 from visionbench.callbacks.model_summary import ModelSummaryText
 from visionbench.callbacks.segmentation import SegmentationFigures
-from visionbench.data.transforms import normalize, pad_collate
+from visionbench.data.transforms.per_sample import normalize, pad_collate
 from visionbench.drawing import colorize, unnormalize
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX

@@ -17,16 +17,16 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from visionbench.data.augment import Augment
-from visionbench.data.batch_augment import BatchTransform, normalize_uint8
-from visionbench.data.cache import CACHE_DIR, build_cache, remove_caches
-from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
-from visionbench.data.readers import decode_resized
+from visionbench.data.classification import ClassFolderDataModule
 from visionbench.data.sampler import Draw
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.split import MANIFEST, TRAIN_DIR, read_manifest
-from visionbench.data.transforms import MEAN_PIXEL
-from visionbench.data.voc import VOCSegmentationDataModule
+from visionbench.data.segmentation import ImageMaskDataModule
+from visionbench.data.sources.pair_layouts import SPLITS_DIR, VOC_DIR
+from visionbench.data.sources.split import MANIFEST, TRAIN_DIR, read_manifest
+from visionbench.data.storage.cache import CACHE_DIR, build_cache, remove_caches
+from visionbench.data.storage.readers import decode_resized
+from visionbench.data.transforms.augment import Augment
+from visionbench.data.transforms.batch import BatchTransform, normalize_uint8
+from visionbench.data.transforms.per_sample import MEAN_PIXEL
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX, voc_palette
 from visionbench.tasks.classification import ClassificationTask
@@ -51,10 +51,10 @@ def write_classes(root: Path, width: int, height: int, classes: int = 3, per_cla
     return root
 
 
-def simpsons(root: Path, pipeline: str, image_size: int = 32, augment: dict | None = None, **kwargs) -> SimpsonsDataModule:
+def simpsons(root: Path, pipeline: str, image_size: int = 32, augment: dict | None = None, **kwargs) -> ClassFolderDataModule:
     kwargs.setdefault("split", SPLIT)
     kwargs.setdefault("num_workers", 0)
-    dm = SimpsonsDataModule(
+    dm = ClassFolderDataModule(
         root, image_size=image_size, batch_size=4, augment=NO_AUGMENT if augment is None else augment, pipeline=pipeline, **kwargs
     )
     dm.prepare_data()
@@ -251,7 +251,7 @@ def test_interrupted_build_leaves_no_cache_a_later_run_trusts(tmp_path: Path) ->
 
 def test_unknown_pipeline_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="pipeline"):
-        SimpsonsDataModule(tmp_path, pipeline="dali")
+        ClassFolderDataModule(tmp_path, pipeline="dali")
 
 
 class TinyNet(nn.Module):
@@ -317,8 +317,8 @@ def write_voc(root: Path, sizes: dict[str, tuple[int, int]], train: list[str], v
     return root
 
 
-def voc(root: Path, pipeline: str) -> VOCSegmentationDataModule:
-    dm = VOCSegmentationDataModule(root, crop=(16, 24), batch_size=2, num_workers=0, augment={"enabled": False}, pipeline=pipeline)
+def voc(root: Path, pipeline: str) -> ImageMaskDataModule:
+    dm = ImageMaskDataModule(root, crop=(16, 24), batch_size=2, num_workers=0, augment={"enabled": False}, pipeline=pipeline)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -354,7 +354,7 @@ def test_building_a_cache_is_announced_once_with_its_size_and_duration(tmp_path:
         return np.full((3, 4, 4), i, np.uint8), None
 
     build_cache(tmp_path, "val", "k0", 2, (4, 4), decode)  # 96 B of pixels, already in the folder
-    with caplog.at_level(logging.INFO, logger="visionbench.data.cache"):
+    with caplog.at_level(logging.INFO, logger="visionbench.data.storage.cache"):
         build_cache(tmp_path, "train", "k1", 4, (4, 4), decode)
         build_cache(tmp_path, "train", "k1", 4, (4, 4), decode)  # reused: silent
     messages = [r.getMessage() for r in caplog.records]
@@ -397,7 +397,7 @@ def test_cleaning_waits_for_a_build_in_progress_and_removes_only_what_is_not_kep
 # --- the batch transform in the loader workers when the training device is the CPU ----------------
 
 
-def on_cpu(dm: SimpsonsDataModule) -> SimpsonsDataModule:
+def on_cpu(dm: ClassFolderDataModule) -> ClassFolderDataModule:
     dm.trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )

@@ -187,7 +187,7 @@ def test_a_segmentation_network_predicts_the_checkpoints_masks_from_its_exported
             "name": "tiny_seg",
             "kind": "segmentation",
             "data": {
-                "_target_": "visionbench.data.voc.VOCSegmentationDataModule",
+                "_target_": "visionbench.data.segmentation.ImageMaskDataModule",
                 "root": str(tmp_path / "absent"),
                 "crop": [24, 24],
                 "size_divisor": 32,

@@ -18,8 +18,8 @@ from PIL import Image
 from conftest import TINY
 from kaggle_fixture import make_kaggle_download
 from visionbench.cli import report_errors
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.split import EXCLUDED, MANIFEST, Entry, read_manifest
+from visionbench.data.classification import ClassFolderDataModule
+from visionbench.data.sources.split import EXCLUDED, MANIFEST, Entry, read_manifest
 from visionbench.errors import DataNotFoundError
 from visionbench.run import train
 
@@ -50,7 +50,7 @@ def make_presplit(root: Path, splits: tuple[str, ...] = ("train", "val", "test")
     return root
 
 
-def folder_datamodule(compose_cfg, root: Path, *overrides: str) -> SimpsonsDataModule:
+def folder_datamodule(compose_cfg, root: Path, *overrides: str) -> ClassFolderDataModule:
     """The DataModule exactly as ``task=folder task.data.root=<root>`` builds it."""
     cfg = compose_cfg(["task=folder", f"task.data.root={root}", "task.data.num_workers=0", *overrides])
     return instantiate(cfg.task.data, _convert_="all")

@@ -13,15 +13,17 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import open_dict
 from PIL import Image
 from torch import Tensor, nn
 
 from conftest import TINY, run_cli
+from visionbench.checkpoint import load_checkpoint
 from visionbench.cli import report_errors
+from visionbench.data.classification import ClassFolderDataModule
 from visionbench.data.predict_files import input_files, predict_loader
-from visionbench.data.simpsons import SimpsonsDataModule
 from visionbench.errors import ConfigError
 from visionbench.masks import voc_palette
 from visionbench.predict import default_output_dir, predict
@@ -115,7 +117,7 @@ def test_figures_false_writes_only_the_csv(checkpoint: Path, images: Path, tmp_p
 def test_predict_preprocessing_equals_the_validation_dataset(checkpoint: Path) -> None:
     task = VisionTask.from_checkpoint(checkpoint)
     config = task.run_config["task"]["data"]
-    data = SimpsonsDataModule(config["root"], image_size=config["image_size"], split=config["split"])
+    data = ClassFolderDataModule(config["root"], image_size=config["image_size"], split=config["split"])
     val = data.dataset("val")
     x, _ = val[0]
     batch = next(iter(predict_loader([val.items.root / val.items.paths[0]], val.items.root, "classification", config, batch_size=1)))
@@ -176,6 +178,17 @@ def test_an_old_checkpoint_without_class_names_reads_them_from_its_data_or_says_
     with pytest.raises(ConfigError, match="before checkpoints carried their class names") as error:
         VisionTask.from_checkpoint(tmp_path / "moved.ckpt")
     assert str(tmp_path / "moved") in str(error.value)
+
+
+def test_a_checkpoint_that_names_the_data_classes_at_their_old_places_still_loads(checkpoint: Path, tmp_path: Path) -> None:
+    content = torch.load(checkpoint, weights_only=True)
+    data = content["visionbench_config"]["task"]["data"]
+    data["_target_"] = "visionbench.data.simpsons.SimpsonsDataModule"  # before the data rooms
+    data["generator"]["_target_"] = "visionbench.data.shapes.generate_shapes"
+    torch.save(content, tmp_path / "old.ckpt")
+    moved = load_checkpoint(tmp_path / "old.ckpt")["visionbench_config"]["task"]["data"]
+    assert isinstance(instantiate(moved, _convert_="all"), ClassFolderDataModule)
+    assert VisionTask.from_checkpoint(tmp_path / "old.ckpt").class_names == VisionTask.from_checkpoint(checkpoint).class_names
 
 
 def test_a_checkpoint_without_run_config_is_a_config_error(tmp_path: Path) -> None:

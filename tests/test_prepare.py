@@ -11,10 +11,10 @@ import pytest
 
 from conftest import run_cli
 from kaggle_fixture import flat_copy, make_kaggle_download
-from visionbench.data.cache import CACHE_DIR
-from visionbench.data.prepare import clean_cache, extract_zip, import_source, link_folder
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.split import KAGGLE_TEST_DIR, TRAIN_DIR, count_table, read_manifest
+from visionbench.data.classification import ClassFolderDataModule
+from visionbench.data.sources.prepare import clean_cache, extract_zip, import_source, link_folder
+from visionbench.data.sources.split import KAGGLE_TEST_DIR, TRAIN_DIR, count_table, read_manifest
+from visionbench.data.storage.cache import CACHE_DIR
 from visionbench.errors import DataNotFoundError
 
 
@@ -52,7 +52,7 @@ def test_prepare_imports_the_zip_and_the_kaggle_test_set_becomes_the_test_split(
     archive = _zip(download, tmp_path / "archive.zip")
     result = run_cli("src/prepare.py", "task=simpsons", f"source={archive}", f"paths.data_dir={tmp_path / 'data'}")
     assert "homer_simpson" in result.stdout and "excluded" in result.stdout
-    dm = SimpsonsDataModule(
+    dm = ClassFolderDataModule(
         tmp_path / "data" / "simpsons", batch_size=4, num_workers=0, split={"test_source": "kaggle", "test_per_class": 50}
     )
     dm.prepare_data()
@@ -68,7 +68,7 @@ def test_a_folder_holding_the_class_folders_directly_is_imported_like_the_kaggle
     tables = []
     for source, root in ((download, tmp_path / "kaggle"), (flat, tmp_path / "flat")):
         import_source(source, root)
-        SimpsonsDataModule(root, num_workers=0).prepare_data()
+        ClassFolderDataModule(root, num_workers=0).prepare_data()
         tables.append(count_table(read_manifest(root)))
     assert (tmp_path / "flat" / TRAIN_DIR).resolve() == flat.resolve()  # linked, not its nested duplicate
     assert tables[0] == tables[1] and [c for c, *_ in tables[0]] == ["bart_simpson", "homer_simpson", "lisa_simpson"]
@@ -96,8 +96,8 @@ def _cache_sizes(root: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in (root / CACHE_DIR).iterdir() if not p.name.startswith(".")}
 
 
-def _cached(root: Path, image_size: int) -> SimpsonsDataModule:
-    dm = SimpsonsDataModule(root, image_size=image_size, num_workers=0, pipeline="cached")
+def _cached(root: Path, image_size: int) -> ClassFolderDataModule:
+    dm = ClassFolderDataModule(root, image_size=image_size, num_workers=0, pipeline="cached")
     dm.prepare_data()
     dm.setup("fit")
     return dm

@@ -20,7 +20,7 @@ from conftest import STEP_LR, TINY, run_cli
 from kaggle_fixture import make_kaggle_download
 from visionbench.cli import CONFIG_DIR
 from visionbench.data.sampler import EpochShuffleSampler
-from visionbench.data.split import MANIFEST, SplitSpec, build_split, manifest_is_current, write_manifest
+from visionbench.data.sources.split import MANIFEST, SplitSpec, build_split, manifest_is_current, write_manifest
 from visionbench.run import train
 from visionbench.tasks.base import NonFiniteLossError, VisionTask
 
@@ -223,11 +223,11 @@ def test_the_data_preparation_lock_makes_another_process_wait(tmp_path: Path) ->
     import subprocess
     import sys
 
-    from visionbench.data.atomic import file_lock
+    from visionbench.data.storage.atomic import file_lock
 
     lock_path = tmp_path / "data" / ".shapes.lock"
     probe = (
-        "from pathlib import Path\nfrom filelock import Timeout\nfrom visionbench.data.atomic import file_lock\n"
+        "from pathlib import Path\nfrom filelock import Timeout\nfrom visionbench.data.storage.atomic import file_lock\n"
         f"try:\n    file_lock(Path({str(lock_path)!r})).acquire(timeout=0.3)\n    print('acquired')\n"
         "except Timeout:\n    print('waited')\n"
     )
@@ -241,7 +241,7 @@ def test_the_data_preparation_lock_makes_another_process_wait(tmp_path: Path) ->
 def test_atomically_written_files_get_the_umasks_permissions_not_mkstemps_private_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int, mode: int
 ) -> None:
-    from visionbench.data import atomic
+    from visionbench.data.storage import atomic
 
     monkeypatch.setattr(atomic, "UMASK", umask)
     atomic.write_text_atomic(tmp_path / "manifest.csv", "path,label\n")

@@ -14,9 +14,9 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from torch import Tensor
 from torch.utils.data import SequentialSampler
 
+from visionbench.data.classification import ClassFolderDataModule
 from visionbench.data.sampler import EvalShardSampler
-from visionbench.data.shapes import generate_shapes
-from visionbench.data.simpsons import SimpsonsDataModule
+from visionbench.data.sources.shapes import generate_shapes
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -37,7 +37,7 @@ def test_a_limited_evaluation_samples_every_class_of_a_class_ordered_split() -> 
 def test_overfitting_fits_and_validates_on_batches_that_mix_the_classes(tmp_path: Path, pipeline: str) -> None:
     """``debug=overfit`` (Lightning's ``overfit_batches``) reads its loaders sequentially; they must not be class-ordered."""
     generate_shapes(tmp_path / "shapes", num_classes=4, per_class=20, image_size=16, log=lambda _: None)
-    dm = SimpsonsDataModule(
+    dm = ClassFolderDataModule(
         tmp_path / "shapes", image_size=16, batch_size=8, num_workers=0, split={"min_images": 5, "test_per_class": 2}, pipeline=pipeline
     )
     dm.prepare_data()
@@ -64,7 +64,7 @@ def training_epoch(
     root: Path, pipeline: str, sampler: str = "balanced", batch_size: int = 4, workers: int = 0, rank: int = 0, world: int = 1
 ) -> tuple[list[int], list[Tensor]]:
     """Epoch 1's training indices and the augmented, normalised images the model receives, in order."""
-    dm = SimpsonsDataModule(
+    dm = ClassFolderDataModule(
         root,
         image_size=16,
         batch_size=batch_size,

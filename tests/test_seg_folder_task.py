@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from conftest import TINY
 from test_segmentation_data import write_list, write_pair
-from visionbench.data.pair_layouts import VOC_DIR, split_pairs
-from visionbench.data.readers import load_mask
-from visionbench.data.voc import VOCSegmentationDataModule
+from visionbench.data.segmentation import ImageMaskDataModule
+from visionbench.data.sources.pair_layouts import VOC_DIR, split_pairs
+from visionbench.data.storage.readers import load_mask
 from visionbench.errors import ConfigError, CorruptDataError, DataNotFoundError
 from visionbench.masks import IGNORE_INDEX
 from visionbench.run import train
@@ -94,8 +94,8 @@ def voc_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def camvid_datamodule(root: Path, **kwargs) -> VOCSegmentationDataModule:
-    return VOCSegmentationDataModule(
+def camvid_datamodule(root: Path, **kwargs) -> ImageMaskDataModule:
+    return ImageMaskDataModule(
         root,
         test_split="test",
         crop=(32, 48),
@@ -114,7 +114,7 @@ def test_voc_layout_lists_the_same_pairs_as_before(voc_root: Path) -> None:
     for split, ids in expected.items():
         pairs = [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png") for i in ids]
         assert split_pairs(voc_root, split) == split_pairs(voc_root, split, "voc") == pairs
-    dm = VOCSegmentationDataModule(voc_root, crop=(16, 24), num_workers=0)
+    dm = ImageMaskDataModule(voc_root, crop=(16, 24), num_workers=0)
     assert (dm.source.layout, dm.source.ignore_index) == ("voc", IGNORE_INDEX)
 
 
@@ -140,7 +140,7 @@ def test_camvid_layout_pairs_each_split_with_its_annot_folder(camvid_root: Path)
 
 def test_image_without_its_mask_is_one_paragraph_naming_the_file(folders_root: Path) -> None:
     (folders_root / "masks" / "train" / "road_b.png").unlink()
-    dm = VOCSegmentationDataModule(folders_root, layout="folders", class_names=["background", "road"], num_workers=0)
+    dm = ImageMaskDataModule(folders_root, layout="folders", class_names=["background", "road"], num_workers=0)
     with pytest.raises(DataNotFoundError) as err:
         dm.prepare_data()
     message = str(err.value)
@@ -171,7 +171,7 @@ def test_mask_value_out_of_range_names_the_file_and_the_key(camvid_root: Path) -
 
 def test_void_value_that_is_a_class_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"task\.data\.ignore_index=3"):
-        VOCSegmentationDataModule("/nowhere", class_names=CAMVID_CLASSES, layout="camvid", ignore_index=3)
+        ImageMaskDataModule("/nowhere", class_names=CAMVID_CLASSES, layout="camvid", ignore_index=3)
 
 
 def test_seg_folder_without_class_names_asks_for_them(compose_cfg, folders_root: Path) -> None:
@@ -183,7 +183,7 @@ def test_seg_folder_without_class_names_asks_for_them(compose_cfg, folders_root:
 
 def test_unknown_layout_is_rejected_with_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"task\.data\.layout 'cityscapes'.*voc, folders, camvid"):
-        VOCSegmentationDataModule("/nowhere", layout="cityscapes")
+        ImageMaskDataModule("/nowhere", layout="cityscapes")
 
 
 @pytest.mark.parametrize("pipeline", ["pil", "cached"])
@@ -250,7 +250,7 @@ def test_seg_folder_task_reads_the_folders_layout_with_the_given_classes(compose
     assert (dm.num_classes, len(dm.datasets["train"]), len(dm.datasets["val"])) == (2, 3, 1)
 
 
-def seg_folder_datamodule(compose_cfg, root: Path, *overrides: str) -> VOCSegmentationDataModule:
+def seg_folder_datamodule(compose_cfg, root: Path, *overrides: str) -> ImageMaskDataModule:
     cfg = compose_cfg(["task=seg_folder", f"task.data.root={root}", "task.data.class_names=[background,road]", *overrides])
     dm = instantiate(cfg.task.data)
     dm.prepare_data()
@@ -292,9 +292,9 @@ def test_vocs_unlabelled_test_list_is_not_taken_for_a_test_split(voc_root: Path,
     """VOC2012's test archive adds ImageSets/Segmentation/test.txt without masks: testing on val stays silent."""
     write_list(voc_root / VOC_DIR, "test", ["2010_000001"])
     with caplog.at_level(logging.WARNING):
-        VOCSegmentationDataModule(voc_root, crop=(32, 48), batch_size=2, num_workers=0).prepare_data()
+        ImageMaskDataModule(voc_root, crop=(32, 48), batch_size=2, num_workers=0).prepare_data()
     assert "test split" not in caplog.text
     write_pair(voc_root / VOC_DIR, "2010_000001")  # a labelled test list: testing on val is said
     with caplog.at_level(logging.WARNING):
-        VOCSegmentationDataModule(voc_root, crop=(32, 48), batch_size=2, num_workers=0).prepare_data()
+        ImageMaskDataModule(voc_root, crop=(32, 48), batch_size=2, num_workers=0).prepare_data()
     assert "task.data.test_split=test" in caplog.text

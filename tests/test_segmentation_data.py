@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from visionbench.cli import CONFIG_DIR
-from visionbench.data.augment import SegAugment
-from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
-from visionbench.data.shapes_seg import SEG_CLASSES, generate_shapes_seg
-from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pad_collate, train_transform
-from visionbench.data.voc import VOCSegmentationDataModule
+from visionbench.data.segmentation import ImageMaskDataModule
+from visionbench.data.sources.pair_layouts import SPLITS_DIR, VOC_DIR
+from visionbench.data.sources.shapes_seg import SEG_CLASSES, generate_shapes_seg
+from visionbench.data.transforms.augment import SegAugment
+from visionbench.data.transforms.per_sample import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pad_collate, train_transform
 from visionbench.errors import CorruptDataError, DataNotFoundError
 from visionbench.masks import IGNORE_INDEX, voc_palette
 
@@ -62,8 +62,8 @@ def voc_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def datamodule(root: Path, **kwargs) -> VOCSegmentationDataModule:
-    return VOCSegmentationDataModule(root, crop=kwargs.pop("crop", (16, 24)), batch_size=2, num_workers=0, **kwargs)
+def datamodule(root: Path, **kwargs) -> ImageMaskDataModule:
+    return ImageMaskDataModule(root, crop=kwargs.pop("crop", (16, 24)), batch_size=2, num_workers=0, **kwargs)
 
 
 def test_voc_palette_matches_the_official_colour_map() -> None:
@@ -136,7 +136,7 @@ def test_validate_checks_every_file_when_preparing(voc_root: Path) -> None:
 
 
 def test_validate_logs_the_number_of_checked_pairs(voc_root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("INFO", logger="visionbench.data.pair_layouts"):
+    with caplog.at_level("INFO", logger="visionbench.data.sources.pair_layouts"):
         datamodule(voc_root, validate=True).prepare_data()
     assert "validated 6 image/mask pairs" in caplog.text
 

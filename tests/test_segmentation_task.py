@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from conftest import TINY
-from visionbench.data.batch_augment import normalize_uint8
+from visionbench.data.transforms.batch import normalize_uint8
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX
 from visionbench.models.base import AuxOutput

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kaggle_fixture import DUPLICATE, ODD_MODES, make_kaggle_download
-from visionbench.data.readers import load_rgb
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.split import MANIFEST, SplitSpec, build_split, read_manifest
+from visionbench.data.classification import ClassFolderDataModule
+from visionbench.data.sources.split import MANIFEST, SplitSpec, build_split, read_manifest
+from visionbench.data.storage.readers import load_rgb
 from visionbench.errors import DataNotFoundError
 
 KEPT = ["bart_simpson", "homer_simpson", "lisa_simpson"]
@@ -93,7 +93,7 @@ def test_kaggle_test_folder_can_be_the_test_split(download: Path) -> None:
 
 def test_datamodule_writes_an_auditable_manifest_and_reuses_it(tmp_path: Path) -> None:
     root = make_kaggle_download(tmp_path / "simpsons", kaggle_test=False)
-    dm = SimpsonsDataModule(root, image_size=32, batch_size=4, num_workers=0)
+    dm = ClassFolderDataModule(root, image_size=32, batch_size=4, num_workers=0)
     dm.prepare_data()
     with open(root / MANIFEST, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -104,14 +104,14 @@ def test_datamodule_writes_an_auditable_manifest_and_reuses_it(tmp_path: Path) -
     dm.prepare_data()
     assert (root / MANIFEST).stat().st_mtime_ns == mtime  # reused, not rebuilt
     before = read_manifest(root)
-    SimpsonsDataModule(root, split={"seed": 3}).prepare_data()
+    ClassFolderDataModule(root, split={"seed": 3}).prepare_data()
     assert (root / MANIFEST).stat().st_mtime_ns != mtime  # rebuilt for the new spec
     assert read_manifest(root) != before
 
 
 def test_datamodule_yields_normalised_images_and_class_indices(tmp_path: Path) -> None:
     root = make_kaggle_download(tmp_path / "simpsons", kaggle_test=False)
-    dm = SimpsonsDataModule(root, image_size=32, batch_size=4, num_workers=0)
+    dm = ClassFolderDataModule(root, image_size=32, batch_size=4, num_workers=0)
     dm.prepare_data()
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
@@ -122,13 +122,13 @@ def test_datamodule_yields_normalised_images_and_class_indices(tmp_path: Path) -
 
 def test_missing_dataset_names_the_folder_and_the_built_in_alternative(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError) as err:
-        SimpsonsDataModule(tmp_path / "nowhere").prepare_data()
+        ClassFolderDataModule(tmp_path / "nowhere").prepare_data()
     message = str(err.value)
     assert str(tmp_path / "nowhere") in message and "prepare.py" in message and "task=shapes" in message
 
 
 def test_built_in_data_is_regenerated_when_its_recipe_changes(tmp_path: Path) -> None:
-    from visionbench.data.shapes import generate_shapes
+    from visionbench.data.sources.shapes import generate_shapes
 
     root = tmp_path / "shapes"
     generate_shapes(root, num_classes=2, per_class=3, image_size=16, log=lambda _: None)
@@ -143,7 +143,7 @@ def test_built_in_data_is_regenerated_when_its_recipe_changes(tmp_path: Path) ->
 
 
 def test_an_interrupted_generation_leaves_no_dataset_and_the_next_run_rebuilds(tmp_path: Path) -> None:
-    from visionbench.data import builtin
+    from visionbench.data.sources import builtin
 
     root, recipe = tmp_path / "gen", {"dataset": "toy", "n": 1}
 

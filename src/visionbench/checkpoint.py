@@ -44,7 +44,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"'{path}' has no visionbench_config (the run config): it was not written by src/train.py, so the "
             "network cannot be rebuilt from it. Use a checkpoint from a visionbench run folder's checkpoints/."
         )
+    checkpoint["visionbench_config"] = _moved(checkpoint["visionbench_config"])
     return checkpoint
+
+
+# Classes and functions a run config names (``_target_``) that have moved since checkpoints began
+# carrying their config: an older checkpoint still evaluates, predicts and resumes.
+MOVED_TARGETS = {
+    "visionbench.data.simpsons.SimpsonsDataModule": "visionbench.data.classification.ClassFolderDataModule",
+    "visionbench.data.voc.VOCSegmentationDataModule": "visionbench.data.segmentation.ImageMaskDataModule",
+    "visionbench.data.shapes.generate_shapes": "visionbench.data.sources.shapes.generate_shapes",
+    "visionbench.data.shapes_seg.generate_shapes_seg": "visionbench.data.sources.shapes_seg.generate_shapes_seg",
+}
+
+
+def _moved(node: Any) -> Any:
+    """``node`` with every ``_target_`` of ``MOVED_TARGETS`` at its current place."""
+    if isinstance(node, dict):
+        return {k: MOVED_TARGETS.get(v, v) if k == "_target_" else _moved(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_moved(v) for v in node]
+    return node
 
 
 def _first_line(message: object) -> str:

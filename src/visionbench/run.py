@@ -31,7 +31,7 @@ from visionbench.checkpoint import load_checkpoint
 from visionbench.compose import build_datamodule, build_task, build_trainer, check_accelerator, check_model_task
 from visionbench.config_checks import check_numeric_knobs
 from visionbench.console import tidy_lightning_output
-from visionbench.data.atomic import write_text_atomic
+from visionbench.data.storage.atomic import write_text_atomic
 from visionbench.errors import ConfigError
 from visionbench.hparams import log_hyperparams, run_params
 from visionbench.measure import count_parameters

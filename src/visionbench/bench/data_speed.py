@@ -40,9 +40,9 @@ from torchvision.transforms import v2
 
 from visionbench.bench.speed import _PeakMemory, build_net
 from visionbench.cli import CONFIG_DIR
-from visionbench.data.shapes import generate_shapes
-from visionbench.data.simpsons import SimpsonsDataModule
-from visionbench.data.transforms import augmentation, normalize
+from visionbench.data.classification import ClassFolderDataModule
+from visionbench.data.sources.shapes import generate_shapes
+from visionbench.data.transforms.per_sample import augmentation, normalize
 from visionbench.tasks.classification import ClassificationTask
 
 SPLIT = {"min_images": 100, "test_per_class": 20, "val_fraction": 0.1}
@@ -55,14 +55,14 @@ def make_shapes(root: Path, per_class: int, image_size: int, num_classes: int = 
     return root
 
 
-def datamodule(root: Path, pipeline: str, image_size: int, batch_size: int, num_workers: int) -> SimpsonsDataModule:
-    dm = SimpsonsDataModule(root, image_size=image_size, batch_size=batch_size, num_workers=num_workers, split=SPLIT, pipeline=pipeline)
+def datamodule(root: Path, pipeline: str, image_size: int, batch_size: int, num_workers: int) -> ClassFolderDataModule:
+    dm = ClassFolderDataModule(root, image_size=image_size, batch_size=batch_size, num_workers=num_workers, split=SPLIT, pipeline=pipeline)
     dm.prepare_data()
     dm.setup("fit")
     return dm
 
 
-def loader_images_per_s(dm: SimpsonsDataModule, batches: int, augment: bool = True) -> float:
+def loader_images_per_s(dm: ClassFolderDataModule, batches: int, augment: bool = True) -> float:
     """Training batches/s * batch as the model would receive them (float, normalised; augmented
     unless ``augment`` is false), after one warm-up batch; the cached pipeline's batch transform
     runs here, in this process, as it does on a GPU (training on a CPU runs it in the loader
@@ -120,7 +120,7 @@ class AugmentCost:
     per_image_ms: float  # the per-image pipeline's augment + normalise (torchvision v2 on uint8 tensors)
 
 
-def augment_cost(cached: SimpsonsDataModule, batches: int, rounds: int) -> AugmentCost:
+def augment_cost(cached: ClassFolderDataModule, batches: int, rounds: int) -> AugmentCost:
     """Both augmentations on the same images (the cache's uint8 batches), interleaved over rounds."""
     transform = cached.batch_transform
     assert transform is not None
@@ -151,7 +151,7 @@ class _BatchClock(L.Callback):
         self.times.append(time.perf_counter())
 
 
-def training_images_per_s(dm: SimpsonsDataModule, make_net: Callable[[], nn.Module], batches: int, warmup: int) -> float:
+def training_images_per_s(dm: ClassFolderDataModule, make_net: Callable[[], nn.Module], batches: int, warmup: int) -> float:
     """Images/s through the real Lightning fit loop (data, augmentation, step, logging, metrics)."""
     torch.manual_seed(0)
     task = ClassificationTask(make_net(), dm.num_classes, optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
@@ -194,7 +194,7 @@ def model_images_per_s(
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def epoch_cost(dm: SimpsonsDataModule) -> tuple[float, float]:
+def epoch_cost(dm: ClassFolderDataModule) -> tuple[float, float]:
     """(seconds, peak RSS MiB above the start) of one loader-only training epoch of the cached pipeline."""
     transform = dm.batch_transform
     assert transform is not None  # the cached pipeline augments whole batches
@@ -207,7 +207,7 @@ def epoch_cost(dm: SimpsonsDataModule) -> tuple[float, float]:
 
 
 def end_to_end(
-    dm: SimpsonsDataModule,
+    dm: ClassFolderDataModule,
     batches: int,
     warmup: int,
     rounds: int,

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from visionbench.callbacks.base import tensorboard_writer
 from visionbench.callbacks.progress import epochs_trained
 from visionbench.callbacks.time_to_target import TimeToTarget
-from visionbench.data.atomic import write_text_atomic
+from visionbench.data.storage.atomic import write_text_atomic
 from visionbench.errors import ConfigError
 
 FIXED_COLUMNS = ("epoch", "step", "seconds")

@@ -26,8 +26,8 @@ from torch import Tensor
 
 from visionbench.callbacks.base import task_of
 from visionbench.callbacks.progress import clock
-from visionbench.data.atomic import atomic_path
 from visionbench.data.predict_files import ImageFile, PredictBatch
+from visionbench.data.storage.atomic import atomic_path
 from visionbench.drawing import VOC_COLORMAP, Prediction, SegmentationRow, palette_image, predictions_figure, segmentation_figure
 from visionbench.errors import ConfigError
 from visionbench.tasks.base import VisionTask

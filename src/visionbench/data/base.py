@@ -15,8 +15,6 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.accelerators import CPUAccelerator
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Subset, default_collate
 
-from visionbench.data.augment import Augment, SampleStreams
-from visionbench.data.batch_augment import BatchTransform
 from visionbench.data.sampler import (
     ClassBalancedSampler,
     Draw,
@@ -25,7 +23,9 @@ from visionbench.data.sampler import (
     EvalShardSampler,
     fixed_order,
 )
-from visionbench.data.storage import FileSamples, Items, check_pipeline
+from visionbench.data.storage.samples import FileSamples, Items, check_pipeline
+from visionbench.data.transforms.augment import Augment, SampleStreams
+from visionbench.data.transforms.batch import BatchTransform
 from visionbench.errors import ConfigError
 from visionbench.seeding import stream_seed
 

@@ -20,8 +20,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from visionbench.data.readers import load_rgb, unreadable_reason
-from visionbench.data.transforms import classification_transform, eval_transform, pad_collate
+from visionbench.data.storage.readers import load_rgb, unreadable_reason
+from visionbench.data.transforms.per_sample import classification_transform, eval_transform, pad_collate
 from visionbench.errors import DataNotFoundError
 
 # PIL's errors for non-images and broken files

@@ -30,8 +30,8 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
-from visionbench.data.atomic import write_text_atomic
-from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from visionbench.data.storage.atomic import write_text_atomic
+from visionbench.data.transforms.per_sample import IMAGENET_MEAN, IMAGENET_STD
 from visionbench.errors import ConfigError, VisionbenchError
 from visionbench.export.runtime import EXPORT_PACKAGES, INPUT_NAME, OUTPUT_NAME, OnnxNet, require, sidecar_path
 from visionbench.masks import IGNORE_INDEX

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MinMetric
 
 from visionbench.checkpoint import load_checkpoint
-from visionbench.data.batch_augment import normalize_uint8
+from visionbench.data.transforms.batch import normalize_uint8
 from visionbench.errors import ConfigError, VisionbenchError
 from visionbench.models.base import AuxOutput
 from visionbench.tasks.optim import Schedule, configure

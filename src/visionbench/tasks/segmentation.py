@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from visionbench.data.batch_augment import normalize_uint8
+from visionbench.data.transforms.batch import normalize_uint8
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX, class_colormap
 from visionbench.tasks.base import OptimizerFactory, VisionTask

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from visionbench.data import builtin
-from visionbench.data.pair_layouts import SPLITS_DIR, VOC_DIR
-from visionbench.data.shapes import SUPERSAMPLE, _background, photographed, shape_mask
+from visionbench.data.sources import builtin
+from visionbench.data.sources.pair_layouts import SPLITS_DIR, VOC_DIR
+from visionbench.data.sources.shapes import SUPERSAMPLE, _background, photographed, shape_mask
 from visionbench.masks import IGNORE_INDEX, voc_palette
 
 SEG_CLASSES = ("background", "circle", "square", "triangle", "star", "cross", "ring")

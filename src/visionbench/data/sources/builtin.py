@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionbench.data.atomic import write_text_atomic
+from visionbench.data.storage.atomic import write_text_atomic
 
 RECIPE = "generator.json"
 

@@ -13,19 +13,19 @@ import numpy as np
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from visionbench.data.augment import SegAugment
 from visionbench.data.base import STAGES, VisionDataModule
-from visionbench.data.pair_layouts import LAYOUTS, VOC_CLASSES, ImageMaskPairs, PairLayout
-from visionbench.data.readers import load_mask
-from visionbench.data.storage import CachedPairs
-from visionbench.data.transforms import MEAN_PIXEL, eval_transform, pad_collate, train_steps, train_transform
+from visionbench.data.sources.pair_layouts import LAYOUTS, VOC_CLASSES, ImageMaskPairs, PairLayout
+from visionbench.data.storage.readers import load_mask
+from visionbench.data.storage.samples import CachedPairs
+from visionbench.data.transforms.augment import SegAugment
+from visionbench.data.transforms.per_sample import MEAN_PIXEL, eval_transform, pad_collate, train_steps, train_transform
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
 
-class VOCSegmentationDataModule(VisionDataModule[ImageMaskPairs]):
+class ImageMaskDataModule(VisionDataModule[ImageMaskPairs]):
     """Image/mask pairs (``layout``: voc, folders, camvid) -> joint transforms -> padded batches.
 
     ``pipeline="pil"`` (the reference) decodes and transforms every pair in the loader;

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from visionbench.data.cache import ImageCache
+from visionbench.data.storage.cache import ImageCache
 from visionbench.errors import ConfigError
 
 PIPELINES = ("pil", "cached")

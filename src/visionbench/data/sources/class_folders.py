@@ -15,10 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visionbench.data.atomic import file_lock
-from visionbench.data.cache import ImageCache, build_cache, cache_key, file_digest, files_digest
-from visionbench.data.readers import decode_resized, load_rgb
-from visionbench.data.split import (
+from visionbench.data.sources.split import (
     EXCLUDED,
     MANIFEST,
     Entry,
@@ -29,6 +26,9 @@ from visionbench.data.split import (
     warn_if_tested_on_val,
     write_manifest,
 )
+from visionbench.data.storage.atomic import file_lock
+from visionbench.data.storage.cache import ImageCache, build_cache, cache_key, file_digest, files_digest
+from visionbench.data.storage.readers import decode_resized, load_rgb
 from visionbench.errors import CorruptDataError, DataNotFoundError
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from visionbench.data import builtin
-from visionbench.data.split import TRAIN_DIR
+from visionbench.data.sources import builtin
+from visionbench.data.sources.split import TRAIN_DIR
 
 Polygon = list[tuple[float, float]]
 SUPERSAMPLE = 2

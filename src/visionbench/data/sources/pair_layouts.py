@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets import VOCSegmentation
 
-from visionbench.data.atomic import file_lock
-from visionbench.data.cache import ImageCache, build_cache, cache_key, files_digest
-from visionbench.data.readers import IMAGE_SUFFIXES, image_size, load_pair
+from visionbench.data.storage.atomic import file_lock
+from visionbench.data.storage.cache import ImageCache, build_cache, cache_key, files_digest
+from visionbench.data.storage.readers import IMAGE_SUFFIXES, image_size, load_pair
 from visionbench.errors import CorruptDataError, DataNotFoundError
 from visionbench.masks import IGNORE_INDEX
 

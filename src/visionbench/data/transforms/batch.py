@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from visionbench.data.augment import Augment, BatchAffine, SampleStreams, auto_augmentation, random_erasing
-from visionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, brightness_jitter
+from visionbench.data.transforms.augment import Augment, BatchAffine, SampleStreams, auto_augmentation, random_erasing
+from visionbench.data.transforms.per_sample import IMAGENET_MEAN, IMAGENET_STD, brightness_jitter
 
 
 def _channel_scale_offset(device: torch.device) -> tuple[Tensor, Tensor]:

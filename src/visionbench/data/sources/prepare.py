@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from visionbench.data.base import VisionDataModule
-from visionbench.data.cache import CACHE_DIR, human_size, planned_caches, remove_caches
-from visionbench.data.readers import is_image_name
-from visionbench.data.split import KAGGLE_TEST_DIR, TRAIN_DIR, count_table, read_manifest
+from visionbench.data.sources.split import KAGGLE_TEST_DIR, TRAIN_DIR, count_table, read_manifest
+from visionbench.data.storage.cache import CACHE_DIR, human_size, planned_caches, remove_caches
+from visionbench.data.storage.readers import is_image_name
 from visionbench.errors import ConfigError, DataNotFoundError
 
 LAYOUTS = (

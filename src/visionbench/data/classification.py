@@ -8,16 +8,16 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from visionbench.data.augment import Augment, batch_mix
 from visionbench.data.base import VisionDataModule
-from visionbench.data.class_folders import ClassFolders, LabelledImages
-from visionbench.data.split import SplitSpec
-from visionbench.data.storage import CachedImages, whole_batch
-from visionbench.data.transforms import classification_transform
+from visionbench.data.sources.class_folders import ClassFolders, LabelledImages
+from visionbench.data.sources.split import SplitSpec
+from visionbench.data.storage.samples import CachedImages, whole_batch
+from visionbench.data.transforms.augment import Augment, batch_mix
+from visionbench.data.transforms.per_sample import classification_transform
 from visionbench.errors import ConfigError
 
 
-class SimpsonsDataModule(VisionDataModule[LabelledImages]):
+class ClassFolderDataModule(VisionDataModule[LabelledImages]):
     """Class folders -> deterministic manifest (``ClassFolders``) -> images for the model.
 
     ``pipeline="pil"`` decodes, resizes, augments and normalises every image in the loader

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from visionbench.data.atomic import write_text_atomic
-from visionbench.data.cache import files_digest
-from visionbench.data.readers import is_image_name, unreadable_reason
+from visionbench.data.storage.atomic import write_text_atomic
+from visionbench.data.storage.cache import files_digest
+from visionbench.data.storage.readers import is_image_name, unreadable_reason
 from visionbench.errors import ConfigError, DataNotFoundError
 
 log = logging.getLogger(__name__)

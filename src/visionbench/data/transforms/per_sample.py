@@ -29,7 +29,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from visionbench.data.augment import Augment, BatchAffine, SegAugment, auto_augmentation, random_erasing
+from visionbench.data.transforms.augment import Augment, BatchAffine, SegAugment, auto_augmentation, random_erasing
 from visionbench.masks import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
