@@ -32,7 +32,7 @@ from visionbench.cli import CONFIG_DIR, report_errors, start_command
 from visionbench.errors import ConfigError
 from visionbench.export.runtime import EXPORT_PACKAGES, require
 from visionbench.measure import Peak, peak_flops
-from visionbench.report import find_runs
+from visionbench.results import find_runs
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from visionbench.bench.tables import (
 from visionbench.errors import ConfigError
 from visionbench.measure import count_parameters, forward_flops_per_image, interleaved_step_times, peak_matmul_flops
 from visionbench.models.base import AuxOutput
-from visionbench.report import Run, find_runs
+from visionbench.results import Run, Stat, find_runs
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -322,8 +322,8 @@ def test_quality_is_mean_and_std_over_seeds_of_matching_runs(tmp_path: Path) -> 
 
     runs = find_runs(tmp_path)
     val = aggregate_quality(runs, "cnn", "simpsons", "val/acc_best")
-    assert val is not None and val.n == 3
-    assert val.mean == pytest.approx(0.9) and val.std == pytest.approx(0.1)
+    assert val is not None and val.stat.runs == 3
+    assert val.stat.mean == pytest.approx(0.9) and val.stat.std == pytest.approx(0.1)
     assert str(val) == "0.900 ± 0.100 (n=3)"
     assert aggregate_quality(runs, "cnn", "simpsons", "test/miou") is None
     assert aggregate_quality(runs, "fpn", "voc", "val/miou_best") is None
@@ -334,7 +334,8 @@ def test_quality_is_attached_to_our_rows_only(tmp_path: Path) -> None:
     runs = [Run(tmp_path, {}, config, {"val/acc_best": 0.9, "test/acc": 0.85})]
     rows = [_row("resnet50", "ours", "fp32", 1, 1), _row("resnet50", "torchvision", "fp32", 1, 1)]
     attach_quality(rows, runs, {"simpsons": {"val": "val/acc_best", "test": "test/acc"}})
-    assert rows[0].test_quality is not None and rows[0].test_quality.mean == 0.85 and rows[0].test_quality.std == 0.0
+    assert rows[0].test_quality is not None and rows[0].test_quality.stat == Stat(0.85, None)  # one seed: no deviation
+    assert str(rows[0].test_quality) == "0.850 (n=1)"
     assert rows[1].val_quality is None
 
 

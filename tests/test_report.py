@@ -221,7 +221,7 @@ def test_an_optimized_metric_the_run_did_not_log_is_named_with_the_ones_it_did()
 
 
 def test_unreadable_run_folders_are_skipped_with_a_counted_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from visionbench.report import find_runs
+    from visionbench.results import find_runs
 
     for name, metrics in (("good", '{"test/acc": 0.5}'), ("corrupt", "{not json")):
         (tmp_path / name / ".hydra").mkdir(parents=True)

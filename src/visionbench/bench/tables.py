@@ -17,7 +17,7 @@ from pathlib import Path
 
 from visionbench.bench.serving import EAGER, ONNXRUNTIME, Serving
 from visionbench.bench.speed import Measurement
-from visionbench.report import TRAIN, Run
+from visionbench.results import TRAIN, Run, Stat
 
 OURS = "ours"
 TORCHVISION = "torchvision"
@@ -25,15 +25,14 @@ TORCHVISION = "torchvision"
 
 @dataclass(frozen=True)
 class Quality:
-    """A metric over seeds: mean ± sample standard deviation (0 for a single seed)."""
+    """A metric over seeds, as the run tables give it (``results.Stat``: mean ± sample standard
+    deviation; no deviation from a single seed)."""
 
     metric: str
-    mean: float
-    std: float
-    n: int
+    stat: Stat
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.std:.3f} (n={self.n})"
+        return f"{self.stat.format(3)} (n={self.stat.runs})"
 
 
 @dataclass
@@ -123,10 +122,7 @@ def aggregate_quality(runs: Iterable[Run], model: str, task: str, metric: str) -
         if seed_key not in latest_per_seed or run.finished_at > latest_per_seed[seed_key].finished_at:
             latest_per_seed[seed_key] = run
     values = [r.metrics[metric] for r in latest_per_seed.values()]
-    if not values:
-        return None
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return Quality(metric=metric, mean=statistics.fmean(values), std=std, n=len(values))
+    return Quality(metric, Stat.of(values)) if values else None
 
 
 def attach_quality(rows: Sequence[BenchRow], runs: Sequence[Run], metrics: Mapping[str, Mapping[str, str]]) -> None:
@@ -227,7 +223,12 @@ def _record(row: BenchRow) -> dict[str, object]:
     for prefix, quality in (("val", row.val_quality), ("test", row.test_quality)):
         if quality is not None:
             record.update(
-                {f"{prefix}_metric": quality.metric, f"{prefix}_mean": quality.mean, f"{prefix}_std": quality.std, f"{prefix}_n": quality.n}
+                {
+                    f"{prefix}_metric": quality.metric,
+                    f"{prefix}_mean": quality.stat.mean,
+                    f"{prefix}_std": quality.stat.std,
+                    f"{prefix}_n": quality.stat.runs,
+                }
             )
     record["serving_error"] = row.serving_error
     s = row.serving
@@ -420,8 +421,8 @@ def write_plot(rows: Sequence[BenchRow], path: Path, baseline_variant: str) -> N
 def _point_label(row: BenchRow) -> str:
     label = row.model + (" (tv)" if row.impl == TORCHVISION else "")
     quality = row.test_quality or row.val_quality
-    if quality is not None and not math.isnan(quality.mean):
-        label += f"\n{quality.metric} {quality.mean:.3f}"
+    if quality is not None and not math.isnan(quality.stat.mean):
+        label += f"\n{quality.metric} {quality.stat.mean:.3f}"
     return label
 
 
