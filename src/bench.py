@@ -49,7 +49,7 @@ def bench_all(cfg: DictConfig) -> None:
     if serving is not None:
         require(*EXPORT_PACKAGES, purpose="The bench's serving columns (bench.serving; bench.serving=null leaves them out)")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    groups = plan_jobs(bench, Path(CONFIG_DIR))
+    groups = plan_jobs(bench)
     baseline = baseline_variant(bench)
     precisions = sorted({job.variant.precision for group in groups for job in group})
     peak_samples: dict[str, list[Peak]] = {p: [] for p in precisions}

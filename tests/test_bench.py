@@ -179,48 +179,34 @@ def _bench_config(**overrides: object) -> OmegaConf:
     return OmegaConf.merge(bench, overrides)
 
 
-@pytest.fixture
-def conf_dir(tmp_path: Path) -> Path:
-    """A model config with the `${task.data.image_size}` interpolation the real ones use, and its task."""
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "cnn.yaml").write_text(
-        "name: cnn\nnet:\n  _target_: visionbench.models.cnn.PlainCNN\n  image_size: ${task.data.image_size}\n"
-    )
-    (tmp_path / "task").mkdir()
-    (tmp_path / "task" / "simpsons.yaml").write_text(
-        "name: simpsons\nkind: classification\nnum_classes: 5\ndata:\n  root: ${paths.data_dir}\n  image_size: 48\n"
-    )
-    return tmp_path
-
-
-def test_plan_adds_knob_rows_after_the_baseline_and_builds_nets_for_the_task(conf_dir: Path) -> None:
-    bench = _bench_config(models=["cnn"], knob_models=["cnn"], knobs=["channels_last", "precision", "compile"])
-    (jobs,) = plan_jobs(bench, conf_dir)
+def test_plan_adds_knob_rows_after_the_baseline_and_builds_nets_for_the_task() -> None:
+    bench = _bench_config(models=["resnet_small"], knob_models=["resnet_small"], knobs=["channels_last", "precision", "compile"])
+    (jobs,) = plan_jobs(bench)
     assert [j.variant.label for j in jobs] == ["fp32", "fp32+channels_last", "bf16", "fp32+compile"]
     assert {(j.impl, j.task, j.workload.image_size, j.workload.num_classes, j.workload.batch_size) for j in jobs} == {
-        ("ours", "simpsons", (48, 48), 5, 32)  # class count and size from conf/task/simpsons.yaml
+        ("ours", "simpsons", (128, 128), 19, 32)  # class count and size from task=simpsons, composed as train.py does
     }
     net = jobs[0].make_net()
-    assert net(torch.randn(1, 3, 48, 48)).shape == (1, 5)
+    assert net(torch.randn(1, 3, 128, 128)).shape == (1, 19)
 
 
 def test_the_real_bench_tasks_are_read_from_their_task_configs() -> None:
-    groups = plan_jobs(_bench_config(models=["cnn", "fcn"], knob_models=[]), REPO / "conf")
+    groups = plan_jobs(_bench_config(models=["cnn", "fcn"], knob_models=[]))
     workloads = {g[0].task: (g[0].workload.num_classes, g[0].workload.image_size) for g in groups}
     assert workloads == {"simpsons": (19, (128, 128)), "voc": (21, (320, 480))}
 
 
-def test_plan_applies_per_model_overrides(conf_dir: Path) -> None:
+def test_plan_applies_per_model_overrides() -> None:
     bench = _bench_config(models=["cnn"], knob_models=[], per_model={"cnn": {"batch_size": 4, "iters": 7}})
-    ((job,),) = plan_jobs(bench, conf_dir)
+    ((job,),) = plan_jobs(bench)
     assert (job.workload.batch_size, job.workload.iters, job.workload.warmup) == (4, 7, 1)
 
 
-def test_plan_rejects_unknown_models_and_knobs(conf_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="nosuchnet"):
-        plan_jobs(_bench_config(models=["nosuchnet"]), conf_dir)
+def test_plan_rejects_unknown_models_and_knobs() -> None:
+    with pytest.raises(ConfigError, match=r"model=nosuchnet.*(?s:.*)cnn"):  # the paragraph lists the models there are
+        plan_jobs(_bench_config(models=["nosuchnet"]))
     with pytest.raises(ConfigError, match=r"bench\.knobs"):
-        plan_jobs(_bench_config(models=["cnn"], knobs=["turbo"]), conf_dir)
+        plan_jobs(_bench_config(models=["cnn"], knobs=["turbo"]))
 
 
 # --- ratios, quality, output ---------------------------------------------------------------------

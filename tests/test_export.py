@@ -52,7 +52,7 @@ def test_every_network_exports_in_eval_mode_and_onnx_runtime_matches_eager_pytor
     gives the eager logits at full resolution."""
     segmentation = name in SEGMENTATION
     torch.manual_seed(0)
-    net = build_net(REPO / "conf", name, num_classes=3, image_size=32)
+    net = build_net(name, num_classes=3, image_size=32)
     size, other_size = ((64, 64), (96, 64)) if segmentation else ((32, 32), (32, 32))
     example, other = torch.randn(2, 3, *size), torch.randn(3, 3, *other_size)
     path = tmp_path / f"{name}.onnx"

@@ -7,10 +7,14 @@ from __future__ import annotations
 import sys
 from typing import Any, cast
 
+import hydra
 import lightning as L
 import torch
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
@@ -18,11 +22,28 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from visionbench.callbacks.epoch_seed import EpochSeed
+from visionbench.cli import CONFIG_DIR
 from visionbench.data.base import VisionDataModule
 from visionbench.errors import ConfigError
 from visionbench.tasks.base import VisionTask
 from visionbench.tasks.optim import optimization_arguments
 from visionbench.tasks.segmentation import class_pixels
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """The train config of ``overrides``, composed as ``src/train.py`` composes it: inside a running
+    Hydra app (the bench) with its config search path, elsewhere from the project's ``conf/``.
+    A group option that does not exist (``model=nosuchnet``) is one paragraph naming the choices."""
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return hydra.compose("train", overrides=overrides)
+        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+            return hydra.compose("train", overrides=overrides)
+    except MissingConfigException as err:
+        first, *rest = str(err).splitlines()
+        what = first.removeprefix("In 'train': ")
+        options = ", ".join(line.strip() for line in rest if line.startswith("\t") and "=" not in line)  # not the search path
+        raise ConfigError(f"{' '.join(overrides)}: {what}; the configs there are: {options}.") from None
 
 
 def check_model_task(model_cfg: DictConfig, task_cfg: DictConfig) -> None:

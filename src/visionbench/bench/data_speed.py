@@ -39,7 +39,6 @@ from torch import nn
 from torchvision.transforms import v2
 
 from visionbench.bench.speed import _PeakMemory, build_net
-from visionbench.cli import CONFIG_DIR
 from visionbench.data.classification import ClassFolderDataModule
 from visionbench.data.sources.shapes import generate_shapes
 from visionbench.data.transforms.per_sample import augmentation, normalize
@@ -219,7 +218,7 @@ def end_to_end(
     train_rate, model_rate = {}, {}
     for name in models:
         progress(name)
-        make_net = functools.partial(build_net, Path(CONFIG_DIR), name, dm.num_classes, dm.image_size)
+        make_net = functools.partial(build_net, name, dm.num_classes, dm.image_size)
         trained, alone = [], []
         for _ in range(rounds):
             trained.append(training_images_per_s(dm, make_net, batches, warmup))

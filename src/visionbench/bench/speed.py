@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from visionbench.compose import input_size
+from visionbench.compose import compose_train, input_size
 from visionbench.errors import ConfigError
 from visionbench.measure import (
     DTYPES,
@@ -315,22 +315,22 @@ def baseline_variant(bench: DictConfig) -> Variant:
     return Variant(precision=bench.precision, channels_last=bench.channels_last)
 
 
-def plan_jobs(bench: DictConfig, conf_dir: Path) -> list[list[Job]]:
+def plan_jobs(bench: DictConfig) -> list[list[Job]]:
     """Per model in ``bench.models``: its job at its task's input, its torchvision twin's and its knobs'.
 
     One list per model because those are measured together (``measure_together``): every ratio
     is between two jobs of one list. The task is chosen by the network class's ``task_kind`` and
-    read from ``conf/task/<name>.yaml``, so class count and input size have one source.
+    composed as ``task=<name>`` (``compose.compose_train``), so class count and input size have one source.
     Knob variants change one thing relative to the baseline each, so their ratio isolates that knob.
     """
     baseline = baseline_variant(bench)
     knob_variants = [_knob_variant(knob, baseline, bench.low_precision) for knob in bench.knobs]
     groups = []
     for name in bench.models:
-        net_cfg = _model_net_config(conf_dir, name)
+        net_cfg = _model_net_config(name)
         task_kind = _task_kind(name, net_cfg)
         bench_task = bench.tasks[task_kind]
-        task = _task_config(conf_dir, bench_task.name)
+        task = _task_config(bench_task.name)
         overrides = bench.per_model.get(name, {})
         workload = Workload(
             task_kind=task_kind,
@@ -341,7 +341,7 @@ def plan_jobs(bench: DictConfig, conf_dir: Path) -> list[list[Job]]:
             iters=overrides.get("iters", bench.iters),
         )
         h, w = workload.image_size
-        ours = functools.partial(build_net, conf_dir, name, task.num_classes, h if h == w else [h, w])
+        ours = functools.partial(build_net, name, task.num_classes, h if h == w else [h, w])
         group = [Job(name, "ours", task.name, workload, baseline, ours)]
         if name in bench.torchvision:
             twin_cfg = OmegaConf.to_container(bench.torchvision[name], resolve=True)
@@ -366,32 +366,23 @@ def _knob_variant(knob: str, baseline: Variant, low_precision: str) -> Variant:
     )
 
 
-def build_net(conf_dir: Path, name: str, num_classes: int, image_size: int | list[int]) -> nn.Module:
-    """The network of ``conf/model/<name>.yaml`` as ``src/train.py model=<name>`` builds it, with
-    ``image_size`` for the model config's ``${task.data.image_size}``."""
-    root = OmegaConf.create({"task": {"data": {"image_size": image_size}}, "net": _model_net_config(conf_dir, name)})
-    return hydra.utils.instantiate(root.net, num_classes=num_classes)
+def build_net(name: str, num_classes: int, image_size: int | list[int]) -> nn.Module:
+    """The network of ``model=<name>`` as ``src/train.py`` builds it, for inputs of ``image_size``."""
+    size = image_size if isinstance(image_size, int) else max(image_size)
+    cfg = compose_train([f"model={name}", f"task.data.image_size={size}"])
+    return hydra.utils.instantiate(cfg.model.net, num_classes=num_classes)
 
 
-def _model_net_config(conf_dir: Path, name: str) -> DictConfig:
-    path = Path(conf_dir) / "model" / f"{name}.yaml"
-    if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"bench.models lists {name!r} but {path} does not exist. Use one of {available} or add that model config.")
-    model_cfg = OmegaConf.load(path)
-    if "net" not in model_cfg:
-        raise ConfigError(f"{path} has no `net` key; a model config needs `net: {{_target_: ...}}` to be benchmarked.")
-    return model_cfg.net
+def _model_net_config(name: str) -> DictConfig:
+    net: DictConfig = compose_train([f"model={name}"]).model.net
+    return net
 
 
-def _task_config(conf_dir: Path, name: str) -> DictConfig:
-    """``conf/task/<name>.yaml`` as written: the bench reads its ``num_classes``, ``kind`` and input size."""
-    path = Path(conf_dir) / "task" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"bench.tasks names task {name!r} but {path} does not exist; name one of conf/task/.")
-    task = OmegaConf.load(path)
-    if not isinstance(task, DictConfig) or task.get("num_classes") is None:
-        raise ConfigError(f"{path} has no num_classes; the bench needs the task's reference class count.")
+def _task_config(name: str) -> DictConfig:
+    """The composed ``task=<name>``: the bench reads its ``num_classes``, ``kind`` and input size."""
+    task: DictConfig = compose_train([f"task={name}"]).task
+    if task.get("num_classes") is None:
+        raise ConfigError(f"task={name} has no num_classes; the bench needs the task's reference class count.")
     return task
 
 
