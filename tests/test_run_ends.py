@@ -30,7 +30,7 @@ from visionbench.callbacks.throughput import TrainingThroughput
 from visionbench.callbacks.time_to_target import TimeToTarget
 from visionbench.callbacks.wall_clock import WallClock
 from visionbench.errors import ConfigError
-from visionbench.run import train
+from visionbench.run import evaluate, train
 
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/2 \| train/loss [\d.]+ \| val/acc [\d.]+ \(best [\d.]+\) \| [\d.]+ img/s \| elapsed \d+:\d\d:\d\d \| left ~\d+:\d\d:\d\d"
@@ -268,15 +268,21 @@ def test_wall_time_of_a_resumed_run_counts_the_processes_before_the_resume(compo
 
 
 def test_ema_weights_are_the_ones_checkpointed_and_tested(compose_cfg, tmp_path: Path) -> None:
-    cfg = compose_cfg(["task=shapes", "model=resnet_small", *TINY, "callbacks.figures=null", "ema_decay=0.5"])
+    """The test after training scores the averaged weights, the ones validated and checkpointed (Lightning's
+    WeightAveraging reloads a checkpoint's raw weights whenever its average model exists, as after a fit),
+    so the logged test numbers are eval.py's of the same checkpoint."""
+    cfg = compose_cfg(["task=shapes", "model=resnet_small", *TINY, "trainer.max_epochs=2", "callbacks.figures=null", "ema_decay=0.5"])
     with open_dict(cfg):
         del cfg["hydra"]
-    train(cfg)
-    best = next((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+    logged = train(cfg)
+    [best] = (tmp_path / "checkpoints").glob("epoch_*.ckpt")  # the best validation's (save_top_k 1)
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
     weights = [k for k in averaged if k.startswith("net.") and averaged[k].is_floating_point()]
     assert weights and any(not torch.equal(averaged[k], current[k]) for k in weights)  # the average, not the raw weights
+    evaluated = evaluate(compose_cfg([f"ckpt_path={best}", "trainer.limit_test_batches=2"], config_name="eval"))
+    assert evaluated["test/loss"] == pytest.approx(logged["test/loss"], rel=1e-5)
+    assert evaluated["test/acc"] == pytest.approx(logged["test/acc"])
 
 
 def test_training_throughput_does_not_count_a_mid_epoch_validation_as_training_time(monkeypatch: pytest.MonkeyPatch) -> None:

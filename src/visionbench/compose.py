@@ -17,10 +17,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from visionbench.callbacks.ema import EMAWeights
 from visionbench.callbacks.epoch_seed import EpochSeed
 from visionbench.cli import CONFIG_DIR
 from visionbench.data.base import VisionDataModule
@@ -72,7 +73,7 @@ def build_trainer(cfg: DictConfig, *extra: Callback) -> L.Trainer:
     callbacks += [*extra, EpochSeed(cfg.seed)]
     if cfg.get("ema_decay") is not None:
         # Validation sees the averaged weights, checkpoints hold them, so the test scores them too.
-        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
+        callbacks.append(EMAWeights(decay=cfg.ema_decay))
     label = sweep_label()  # TensorBoard names a sweep's runs by what differs, not by job number alone
     loggers: list[Logger] = [
         instantiate(lg, version=label) if label and lg.get("_target_", "").endswith("TensorBoardLogger") else instantiate(lg)
