@@ -47,8 +47,16 @@ def test_keys_the_config_has_added_or_of_hydra_pass(argv: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("config_name", "argv", "expected"),
-    [("export", ["tolerence=1"], "Did you mean tolerance?"), ("predict", ["tok_k=1"], "Did you mean top_k?")],
+    [
+        ("export", ["tolerence=1"], "Did you mean tolerance?"),
+        ("predict", ["tok_k=1"], "Did you mean top_k?"),
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "task.data.num_workers=1"],
+            r"task.data is not set in the eval config.*\+task.data.num_workers=\.\.\.",
+        ),
+    ],
 )
-def test_a_misspelt_top_level_key_of_any_entry_point_names_the_closest_one(config_name: str, argv: list[str], expected: str) -> None:
+def test_a_misspelt_or_unset_key_of_any_entry_point_is_one_paragraph(config_name: str, argv: list[str], expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         check_override_keys(config_name, argv)

@@ -210,6 +210,11 @@ def check_override_keys(config_name: str, argv: list[str]) -> None:
     for key in [o.key_or_group for o in plain if o not in groups]:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent, default=None, throw_on_missing=False) if parent else cfg
+        if node is None:  # e.g. eval's task: null (the checkpoint's task is read at run time)
+            raise ConfigError(
+                f"{key}: {parent} is not set in the {config_name} config, so it has no key {leaf} to override. "
+                f"A setting is added with a +: +{key}=..."
+            )
         if not isinstance(node, DictConfig) or leaf in node.keys():  # noqa: SIM118  # keys(): a ??? value counts, `in` skips it
             continue
         raise ConfigError(unknown_key_message(key, node, config_name))
