@@ -7,6 +7,7 @@ Usage: ``python src/bench.py`` (quick CPU profile), ``python src/bench.py bench=
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from pathlib import Path
@@ -135,10 +136,15 @@ def _notes(
     )
     reference_batch = {task.name: task.batch_size for task in bench.tasks.values()}
     reduced = sorted({f"{r.model} batch {r.batch_size}" for r in rows if r.batch_size != reference_batch[r.task]})
+    load_at_end, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    shared = (
+        " (above the CPU count: other processes shared the cores and slowed these numbers)"
+        if max(load_at_start, load_at_end) > cpus
+        else ""
+    )
     notes = [
-        f"profile `{bench.profile}` on {describe_device(device)}, torch {torch.__version__}; 1-min load average "
-        f"{load_at_start:.1f} at start, {os.getloadavg()[0]:.1f} at end on {os.cpu_count()} CPUs (above the CPU count: "
-        "other processes shared the cores and slowed these numbers)",
+        f"measured {datetime.date.today().isoformat()}, profile `{bench.profile}` on {describe_device(device)}, torch "
+        f"{torch.__version__}; 1-min load average {load_at_start:.1f} at start, {load_at_end:.1f} at end on {cpus} CPUs{shared}",
         f"peak = the fastest of this run's {bench.peak_matmul.size}² matmuls and {bench.peak_matmul.size // 16}-channel "
         f"3×3 convolutions (the BLAS and the convolution library reach different fractions of a chip), "
         f"{bench.peak_matmul.repeats} of each timed at the start and after every model: {peak_text}; "
