@@ -25,6 +25,7 @@ from visionbench.bench.tables import (
     add_mfu,
     add_ratios,
     attach_quality,
+    machine_note,
     mfu_warning,
     replace_generated_section,
     write_results,
@@ -136,15 +137,14 @@ def _notes(
     )
     reference_batch = {task.name: task.batch_size for task in bench.tasks.values()}
     reduced = sorted({f"{r.model} batch {r.batch_size}" for r in rows if r.batch_size != reference_batch[r.task]})
-    load_at_end, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    shared = (
-        " (above the CPU count: other processes shared the cores and slowed these numbers)"
-        if max(load_at_start, load_at_end) > cpus
-        else ""
-    )
     notes = [
-        f"measured {datetime.date.today().isoformat()}, profile `{bench.profile}` on {describe_device(device)}, torch "
-        f"{torch.__version__}; 1-min load average {load_at_start:.1f} at start, {load_at_end:.1f} at end on {cpus} CPUs{shared}",
+        machine_note(
+            datetime.date.today(),
+            f"profile `{bench.profile}` on {describe_device(device)}, torch {torch.__version__}",
+            load_at_start,
+            os.getloadavg()[0],
+            os.cpu_count() or 1,
+        ),
         f"peak = the fastest of this run's {bench.peak_matmul.size}² matmuls and {bench.peak_matmul.size // 16}-channel "
         f"3×3 convolutions (the BLAS and the convolution library reach different fractions of a chip), "
         f"{bench.peak_matmul.repeats} of each timed at the start and after every model: {peak_text}; "

@@ -53,6 +53,17 @@ TINY = [
     "callbacks.throughput.warmup_steps=0",
     "callbacks.throughput.peak_size=256",
 ]
+# A few 48x64 frames of the built-in segmentation data (the default set is 500 frames), generated into the
+# test's own task.data.root, with one validation batch.
+TINY_SEG_DATA = [
+    "task.data.generator.num_train=8",
+    "task.data.generator.num_val=2",
+    "task.data.generator.height=48",
+    "task.data.generator.width=64",
+    "task.data.crop=[32,64]",
+    "task.data.batch_size=2",
+    "trainer.limit_val_batches=1",
+]
 # lr x ``scheduler.gamma`` after each epoch; with ``scheduler.gamma=1e30`` the weights overflow early in epoch 1.
 STEP_LR = ("scheduler=step", "scheduler.step_size=1")
 

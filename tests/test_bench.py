@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from visionbench.bench.tables import (
     add_ratios,
     aggregate_quality,
     attach_quality,
+    machine_note,
     mfu_warning,
     render_markdown,
     replace_generated_section,
@@ -472,3 +474,12 @@ def test_the_in_run_throughput_warns_when_its_mfu_exceeds_the_measured_peak(
         callback.on_train_batch_end(None, module, None, (torch.zeros(4, 3, 8, 8), torch.zeros(4)), step)  # type: ignore[arg-type]
     callback.on_train_epoch_end(SimpleNamespace(world_size=1), module)  # type: ignore[arg-type]
     assert logged["perf/train_mfu"] == pytest.approx(1.2) and "above the peak measured" in caplog.text
+
+
+@pytest.mark.parametrize(("loads", "shared"), [((0.4, 1.9), False), ((2.6, 1.1), True), ((0.5, 2.2), True)])
+def test_the_machine_note_dates_the_numbers_and_blames_other_processes_only_when_the_load_exceeded_the_cpus(
+    loads: tuple[float, float], shared: bool
+) -> None:
+    note = machine_note(datetime.date(2026, 12, 7), "profile `quick` on CPU x", *loads, cpus=2)
+    assert note.startswith("measured 2026-12-07, profile `quick` on CPU x; 1-min load average")
+    assert ("other processes shared the cores" in note) is shared

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, TINY_SEG_DATA
 from visionbench.callbacks.progress import EpochProgressLog, epochs_trained
 from visionbench.callbacks.throughput import TrainingThroughput
 from visionbench.callbacks.time_to_target import TimeToTarget
@@ -123,18 +123,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     return train(cfg)
 
 
-# A few 48x64 frames of the built-in segmentation data, generated per test (the default set is 500 frames).
 SEG_TINY = [
     "task=shapes_seg",
     "model=fcn",
     *TINY,
-    "task.data.generator.num_train=8",
-    "task.data.generator.num_val=2",
-    "task.data.generator.height=48",
-    "task.data.generator.width=64",
-    "task.data.crop=[32,64]",
-    "task.data.batch_size=2",
-    "trainer.limit_val_batches=1",
+    *TINY_SEG_DATA,
     "test=false",
     "callbacks.figures=null",
     "callbacks.model_checkpoint=null",

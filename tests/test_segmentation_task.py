@@ -15,7 +15,7 @@ from omegaconf import open_dict
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from conftest import TINY
+from conftest import TINY, TINY_SEG_DATA
 from visionbench.data.transforms.batch import normalize_uint8
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX
@@ -280,13 +280,7 @@ def test_cached_pipeline_with_slide_evaluation_trains_and_draws_its_validation_f
             "task.module.eval_mode=slide",
             *TINY,
             f"task.data.root={tmp_path / 'shapes_seg'}",
-            "task.data.generator.num_train=8",
-            "task.data.generator.num_val=2",
-            "task.data.generator.height=48",
-            "task.data.generator.width=64",
-            "task.data.crop=[32,64]",
-            "task.data.batch_size=2",
-            "trainer.limit_val_batches=1",
+            *TINY_SEG_DATA,
             "test=false",
             "callbacks.figures.num_images=1",
             "callbacks.figures.num_train_images=1",

@@ -9,6 +9,7 @@ measurements taken under the same conditions.
 from __future__ import annotations
 
 import csv
+import datetime
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,6 +61,18 @@ class BenchRow:
     test_quality: Quality | None = None
     serving: Serving | None = None  # on the model's first row (ours, baseline) only
     serving_error: str | None = None
+
+
+def machine_note(day: datetime.date, setup: str, load_at_start: float, load_at_end: float, cpus: int) -> str:
+    """When and on what the numbers were taken, and whether other processes shared the machine: a
+    1-min load average above the CPU count at either end says they did."""
+    shared = (
+        " (above the CPU count: other processes shared the cores and slowed these numbers)"
+        if max(load_at_start, load_at_end) > cpus
+        else ""
+    )
+    loads = f"1-min load average {load_at_start:.1f} at start, {load_at_end:.1f} at end on {cpus} CPUs"
+    return f"measured {day.isoformat()}, {setup}; {loads}{shared}"
 
 
 def add_mfu(rows: Sequence[BenchRow], peak_flops: Mapping[str, float]) -> None:
@@ -311,11 +324,16 @@ def _table(columns: Sequence[str], cells: Iterable[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|", *("| " + " | ".join(c) + " |" for c in cells)]
 
 
+def _failed_cells(head: list[str], error: str | None, columns: Sequence[str]) -> list[str]:
+    """A row that could not be measured: what it is, why, and empty cells for the rest."""
+    return [*head, f"failed: {error}"] + [""] * (len(columns) - len(head) - 1)
+
+
 def _serving_cells(row: BenchRow) -> list[str]:
     head = [row.model, row.task, "×".join(map(str, row.image_size))]
     s = row.serving
     if s is None:
-        return head + [f"failed: {row.serving_error}"] + [""] * (len(_SERVING_COLUMNS) - len(head) - 1)
+        return _failed_cells(head, row.serving_error, _SERVING_COLUMNS)
     return [
         *head,
         f"{s.latency_ms(EAGER):.1f} / {s.latency_p95_ms(EAGER):.1f}",
@@ -340,7 +358,7 @@ def _markdown_cells(row: BenchRow) -> list[str]:
     ]
     m = row.measurement
     if m is None:
-        return head + [f"failed: {row.error}"] + [""] * (len(_MD_COLUMNS) - len(head) - 1)
+        return _failed_cells(head, row.error, _MD_COLUMNS)
     return [
         *head,
         f"{m.params / 1e6:.2f}",
