@@ -26,9 +26,9 @@ from visionbench.data.storage.cache import CACHE_DIR, build_cache, remove_caches
 from visionbench.data.storage.readers import decode_resized
 from visionbench.data.transforms.augment import Augment
 from visionbench.data.transforms.batch import BatchTransform, normalize_uint8
-from visionbench.data.transforms.per_sample import MEAN_PIXEL
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX, voc_palette
+from visionbench.pixels import MEAN_PIXEL
 from visionbench.tasks.classification import ClassificationTask
 
 SPLIT = {"min_images": 3, "test_per_class": 1, "val_fraction": 0.25}

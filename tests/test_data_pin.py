@@ -29,7 +29,10 @@ from tests.test_data_cache import write_classes
 from visionbench.compose import build_datamodule, build_task
 from visionbench.data.sources.shapes_seg import generate_shapes_seg
 
-SIMPSONS = ["task=simpsons", "model=cnn", "task.data.image_size=32", "task.data.split.min_images=5", "task.data.split.test_per_class=2"]
+SIMPSONS = [
+    *("task=simpsons", "model=cnn", "model.net.init=he"),  # the init the pin was recorded with
+    *("task.data.image_size=32", "task.data.split.min_images=5", "task.data.split.test_per_class=2"),
+]
 VOC = ["task=voc", "model=fcn", "task.data.crop=[32,48]", "task.data.augment.scale_range=[0.5,2.0]", "task.module.eval_mode=slide"]
 PINNED_STEPS = [*TINY, "trainer.max_epochs=2", "seed=7"]
 

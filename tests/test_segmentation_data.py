@@ -17,9 +17,10 @@ from visionbench.data.segmentation import ImageMaskDataModule
 from visionbench.data.sources.pair_layouts import SPLITS_DIR, VOC_DIR
 from visionbench.data.sources.shapes_seg import SEG_CLASSES, generate_shapes_seg
 from visionbench.data.transforms.augment import SegAugment
-from visionbench.data.transforms.per_sample import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pad_collate, train_transform
+from visionbench.data.transforms.per_sample import eval_transform, pad_collate, train_transform
 from visionbench.errors import CorruptDataError, DataNotFoundError
 from visionbench.masks import IGNORE_INDEX, voc_palette
+from visionbench.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 NUM_CLASSES = 21
 

@@ -24,8 +24,8 @@ from matplotlib.patches import Patch
 from PIL import Image
 from torch import Tensor
 
-from visionbench.data.transforms.per_sample import IMAGENET_MEAN, IMAGENET_STD
 from visionbench.masks import IGNORE_INDEX, class_colormap
+from visionbench.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 VOC_COLORMAP = class_colormap(None)
 

@@ -18,9 +18,10 @@ from visionbench.data.sources.pair_layouts import LAYOUTS, VOC_CLASSES, ImageMas
 from visionbench.data.storage.readers import load_mask
 from visionbench.data.storage.samples import CachedPairs
 from visionbench.data.transforms.augment import SegAugment
-from visionbench.data.transforms.per_sample import MEAN_PIXEL, eval_transform, pad_collate, train_steps, train_transform
+from visionbench.data.transforms.per_sample import eval_transform, pad_collate, train_steps, train_transform
 from visionbench.errors import ConfigError
 from visionbench.masks import IGNORE_INDEX
+from visionbench.pixels import MEAN_PIXEL
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from visionbench.data.storage.atomic import write_text_atomic
-from visionbench.data.transforms.per_sample import IMAGENET_MEAN, IMAGENET_STD
 from visionbench.errors import ConfigError, VisionbenchError
 from visionbench.export.runtime import EXPORT_PACKAGES, INPUT_NAME, OUTPUT_NAME, OnnxNet, require, sidecar_path
 from visionbench.masks import IGNORE_INDEX
+from visionbench.pixels import IMAGENET_MEAN, IMAGENET_STD
 from visionbench.tasks.base import VisionTask
 
 FORMATS = ("onnx",)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+import torch
 from torch import Tensor, nn
+
+from visionbench.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 TaskKind = Literal["classification", "segmentation"]
 
@@ -22,6 +25,34 @@ class AuxOutput(NamedTuple):
 
 
 InitScheme = Literal["he", "keras"]
+Pixels = Literal["imagenet", "unit"]
+
+
+def input_pixels(pixels: Pixels) -> nn.Module:
+    """The network's first op: ``imagenet`` keeps the data's ImageNet statistics, ``unit`` maps
+    them back to [0, 1], what Keras' ``rescale=1/255`` fed the Simpsons article's networks.
+
+    Undoing the normalisation inside the network leaves one data pipeline (and the cache, exports
+    and drawings) for every network, and adds no parameters or state_dict entries.
+    """
+    if pixels == "imagenet":
+        return nn.Identity()
+    if pixels == "unit":
+        return _UnitPixels()
+    raise ValueError(f"Unknown pixels {pixels!r}: use 'imagenet' (the data's statistics) or 'unit' ([0, 1], Keras' rescale).")
+
+
+class _UnitPixels(nn.Module):
+    std: Tensor
+    mean: Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.std + self.mean
 
 
 def init_weights(module: nn.Module, scheme: InitScheme = "he", zero_head: nn.Linear | None = None) -> None:

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from visionbench.models.base import InitScheme, TaskKind, init_weights
+from visionbench.models.base import InitScheme, Pixels, TaskKind, init_weights, input_pixels
 
 
 def _conv(in_channels: int, out_channels: int, padding: int) -> nn.Sequential:
@@ -32,10 +32,12 @@ class PlainCNN(nn.Module):
         in_channels: int = 3,
         image_size: int = 128,
         dropout: float = 0.5,
-        init: InitScheme = "he",
+        init: InitScheme = "keras",
         zero_head: bool = False,
+        pixels: Pixels = "imagenet",
     ) -> None:
         super().__init__()
+        self.pixels = input_pixels(pixels)
         self.features = nn.Sequential(
             _conv(in_channels, 32, padding=1),
             nn.MaxPool2d(2),
@@ -54,4 +56,4 @@ class PlainCNN(nn.Module):
         init_weights(self, init, zero_head=head if zero_head else None)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(self.pixels(x)))

@@ -37,7 +37,7 @@ from filelock import FileLock
 from rich.progress import track
 
 from visionbench.data.storage.atomic import atomic_path, file_lock, write_text_atomic
-from visionbench.data.transforms.per_sample import MEAN_PIXEL
+from visionbench.pixels import MEAN_PIXEL
 
 log = logging.getLogger(__name__)
 

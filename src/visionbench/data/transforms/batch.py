@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from visionbench.data.transforms.augment import Augment, BatchAffine, SampleStreams, auto_augmentation, random_erasing
-from visionbench.data.transforms.per_sample import IMAGENET_MEAN, IMAGENET_STD, brightness_jitter
+from visionbench.data.transforms.per_sample import brightness_jitter
+from visionbench.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _channel_scale_offset(device: torch.device) -> tuple[Tensor, Tensor]:

@@ -31,12 +31,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from visionbench.data.transforms.augment import Augment, BatchAffine, SegAugment, auto_augmentation, random_erasing
 from visionbench.masks import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Pixel value of padding in uint8 images: the ImageNet mean, so padding normalises to ~0 as in
-# the float path (which pads after normalising, with exactly 0); off by at most half a grey level.
-MEAN_PIXEL = tuple(round(m * 255) for m in IMAGENET_MEAN)
+from visionbench.pixels import IMAGENET_MEAN, IMAGENET_STD, MEAN_PIXEL
 
 
 class RandomAffineWarp(v2.Transform):
