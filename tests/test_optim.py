@@ -189,6 +189,29 @@ def test_a_budget_shorter_than_an_epoch_ends_the_run_at_the_budget(compose_cfg, 
     assert len(lrs) == 10 and min(lrs) > 0
 
 
+class Validations(Callback):
+    """The optimizer step at which each validation ran."""
+
+    def __init__(self) -> None:
+        self.at_steps: list[int] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.at_steps.append(trainer.global_step)
+
+
+def test_a_network_slower_than_the_budget_is_still_validated_where_the_budget_stopped_it(
+    compose_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In an equal-cost sweep VGG19 may not finish one epoch: its one validation (its point on the
+    accuracy-against-time figure, and the checkpoint its test scores) comes where the budget ends."""
+    clock = Clock(step_seconds=90)
+    monkeypatch.setattr("lightning.pytorch.callbacks.timer.time", SimpleNamespace(monotonic=clock))
+    cfg = compose_cfg(["optimizer.lr=0.1", "scheduler=budget", "trainer.max_time=00:00:15:00", "trainer.max_epochs=-1"])
+    validations = Validations()
+    lrs = fit_lrs(tiny_task(cfg), 20, StepTakes(clock), validations, validate=True, max_time=cfg.trainer.max_time, max_epochs=-1)
+    assert len(lrs) == 10 and validations.at_steps == [10]
+
+
 def test_budget_with_a_min_epochs_is_a_config_error(compose_cfg) -> None:
     cfg = compose_cfg(["scheduler=budget", "trainer.max_time=00:00:15:00", "trainer.max_epochs=-1", "trainer.min_epochs=1"])
     with pytest.raises(ConfigError, match=r"trainer\.min_epochs=1 .*lr 0.*trainer\.min_epochs=null"):
