@@ -73,7 +73,7 @@ def build_trainer(cfg: DictConfig, *extra: Callback) -> L.Trainer:
     callbacks += [*extra, EpochSeed(cfg.seed)]
     if cfg.get("ema_decay") is not None:
         # Validation sees the averaged weights, checkpoints hold them, so the test scores them too.
-        callbacks.append(EMAWeights(decay=cfg.ema_decay))
+        callbacks.append(EMAWeights(decay=cfg.ema_decay, warmup=bool(cfg.get("ema_warmup"))))
     label = sweep_label()  # TensorBoard names a sweep's runs by what differs, not by job number alone
     loggers: list[Logger] = [
         instantiate(lg, version=label) if label and lg.get("_target_", "").endswith("TensorBoardLogger") else instantiate(lg)

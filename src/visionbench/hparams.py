@@ -48,6 +48,7 @@ KEY_PARAMS = (
     "task.module.class_weights",
     "task.data.sampler",
     "ema_decay",
+    "ema_warmup",
     "channels_last",
     "task.data.pipeline",
 )
