@@ -62,10 +62,13 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "pipeline",
-    [["task.data.pipeline=cached", "task.data.num_workers=2"], ["task.data.pipeline=pil", "task.data.num_workers=2"]],
+    [
+        ["task.data.pipeline=cached", "task.data.num_workers=2"],
+        ["task.data.pipeline=pil", "task.data.num_workers=2", "ema_decay=0.9", "ema_warmup=true"],
+    ],
     ids=[
         "cached-2-prefetching-workers",
-        "per-image-augmentation-in-2-workers",
+        "per-image-augmentation-in-2-workers-and-an-ema-with-warmup",  # the warmup counts on from the checkpoint
     ],  # cached, no workers: on 2 processes in test_distributed.py
 )
 @pytest.mark.slow
