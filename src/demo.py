@@ -4,9 +4,9 @@ and their validation accuracy against training time.
     make demo                       # or: python src/demo.py --epochs 6
 
 The table's time-to columns compare the seconds each network takes to reach the demo's targets.
-task=shapes' own (0.5/0.8/0.9, for long runs) are out of reach in 6 epochs; the demo's are reached by
-both (measured 2026-12-07, seed 42, val acc by epoch: cnn 0.12 0.18 0.26 0.33 0.45 0.52, resnet_small
-0.16 0.20 0.30 0.36 0.40 0.44), so the columns and the curves show which gets there first.
+task=shapes' own (0.5/0.8/0.9, for long runs) are out of reach in 6 epochs; the demo's are levels both
+networks reach in 6 epochs (docs/results.md has a measured run), so the columns and the curves show
+which gets there first.
 """
 
 from __future__ import annotations
