@@ -294,7 +294,7 @@ def plot_curves(table: Table, path: Path) -> None:
     """The monitored validation metric against training wall-clock time: one line per run, the runs of
     a row (its seeds) in the row's colour (each seed validates at its own times, so they are drawn
     rather than averaged); dotted lines at the task's targets, where the time-to columns are read."""
-    figure = Figure(figsize=(7.0, 4.5), dpi=100)
+    figure = Figure(figsize=(8.5, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     curves = [
@@ -318,7 +318,8 @@ def plot_curves(table: Table, path: Path) -> None:
     ax.set_xlabel(f"training time ({unit})")
     ax.set_ylabel(table.monitor)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="one line per run; seeds share a colour", title_fontsize=8)
+    # beside the axes: inside, it hid the early points of a slow starter's curve
+    ax.legend(fontsize=8, title="one line per run;\nseeds share a colour", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"{table.task}: {table.monitor} against training time", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
