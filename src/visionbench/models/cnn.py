@@ -32,7 +32,7 @@ class PlainCNN(nn.Module):
         in_channels: int = 3,
         image_size: int = 128,
         dropout: float = 0.5,
-        init: InitScheme = "keras",
+        init: InitScheme = "he",
         zero_head: bool = False,
         pixels: Pixels = "imagenet",
     ) -> None:
