@@ -65,10 +65,19 @@ def test_non_numeric_override_names_the_key_the_value_and_an_example(tmp_path: P
         ("optimizer.momentum", "high"),
         ("scheduler.warmup_epochs", -1),
         ("seed", 1.5),
+        ("ema_warmup", "flase"),
+        ("model.net.bn_momentum", 1.5),
+        ("model.net.bn_eps", 0),
     ],
 )
 def test_every_numeric_knob_is_type_checked(compose_cfg, key: str, value: object) -> None:
-    group = {"optimizer.momentum": ["optimizer=sgd"], "scheduler.warmup_epochs": ["scheduler=cosine"]}.get(key, [])
+    group = {
+        "optimizer.momentum": ["optimizer=sgd"],
+        "scheduler.warmup_epochs": ["scheduler=cosine"],
+        "ema_warmup": ["ema_decay=0.99"],
+        "model.net.bn_momentum": ["model=resnet_small"],
+        "model.net.bn_eps": ["model=resnet_small"],
+    }.get(key, [])
     cfg = compose_cfg(["task=shapes", *group, f"{key}={value}"])
     with pytest.raises(ConfigError, match=f"Config key {key} is .* e.g. `{key}="):
         check_numeric_knobs(cfg)

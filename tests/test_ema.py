@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from visionbench.callbacks.ema import ema_average
+from visionbench.config_checks import check_numeric_knobs
+from visionbench.errors import ConfigError
 
 
 def averaged_after(updates: list[float], decay: float, warmup: bool) -> float:
@@ -44,3 +46,10 @@ def test_with_warmup_a_short_runs_average_follows_its_recent_weights() -> None:
 def test_ema_warmup_is_a_top_level_switch_off_by_default(compose_cfg) -> None:
     assert compose_cfg([]).ema_warmup is False
     assert compose_cfg(["experiment=simpsons_budget"]).ema_warmup is True
+
+
+def test_an_ema_warmup_without_an_ema_is_a_config_error_naming_both_keys(compose_cfg) -> None:
+    """Silently ignored, ``ema_warmup=true`` alone would read as an averaged run that is not."""
+    with pytest.raises(ConfigError, match=r"ema_warmup=true .*ema_decay=0\.999"):
+        check_numeric_knobs(compose_cfg(["task=shapes", "ema_warmup=true"]))
+    check_numeric_knobs(compose_cfg(["task=shapes", "ema_warmup=true", "ema_decay=0.999"]))

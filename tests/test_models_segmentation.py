@@ -100,3 +100,11 @@ def test_large_learned_upsamplers_run_in_fp32_under_bf16_autocast(factor: int) -
 def test_a_small_learned_upsampler_follows_the_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert bilinear_upsampler(3, 2)(torch.randn(2, 3, 4, 5)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_an_fp32_upsampler_follows_a_network_held_in_another_precision(dtype: torch.dtype) -> None:
+    """trainer.precision=bf16-true or 64-true converts the weights themselves: the upsampler then
+    computes in their precision (fp32 is only for autocast, where the weights stay fp32)."""
+    up = bilinear_upsampler(3, 32).to(dtype)
+    assert up(torch.randn(2, 3, 4, 5, dtype=dtype)).dtype == dtype

@@ -60,8 +60,13 @@ KNOBS = (
          "optimizer.norm_weight_decay=0.0"),
     Knob("optimizer.momentum", lambda v: _is_number(v) and v >= 0, "a number >= 0", "optimizer.momentum=0.9"),
     Knob("ema_decay", lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1 (or null: no averaging)", "ema_decay=0.999"),
+    Knob("ema_warmup", lambda v: isinstance(v, bool), "true or false", "ema_warmup=true"),
     Knob("scheduler.warmup_epochs", lambda v: _is_number(v) and v >= 0, "a number of epochs >= 0 (fractions allowed)",
          "scheduler.warmup_epochs=0.5"),
+    Knob("model.net.bn_momentum", lambda v: _is_number(v) and 0 < v <= 1,
+         "a number in (0, 1]: each batch's share of the running statistics (Keras' momentum 0.99 is 0.01)",
+         "model.net.bn_momentum=0.01"),
+    Knob("model.net.bn_eps", lambda v: _is_number(v) and v > 0, "a number > 0", "model.net.bn_eps=1e-3"),
 )  # fmt: skip
 
 
@@ -79,5 +84,10 @@ def check_numeric_knobs(cfg: DictConfig) -> None:
         raise ConfigError(
             f"Config key {knob.key} is {value!r} ({type(value).__name__}), but it must be {knob.expected}. "
             f"Fix the override on the command line or in the config file, e.g. `{knob.example}`."
+        )
+    if cfg.get("ema_warmup") and cfg.get("ema_decay") is None:
+        raise ConfigError(
+            "ema_warmup=true warms up an exponential moving average of the weights, but ema_decay is null, so "
+            "there is none: set one too, e.g. `ema_decay=0.999 ema_warmup=true`, or drop ema_warmup."
         )
     check_scheduler(cfg)

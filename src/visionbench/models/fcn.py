@@ -39,13 +39,14 @@ def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> Te
 
 
 class Fp32ConvTranspose2d(nn.ConvTranspose2d):
-    """A transposed conv that computes in fp32 under any autocast: oneDNN's bf16 kernel for FCN-32s'
-    64×64 stride-32 upsampler took 14× the fp32 time on a Xeon with AMX (x8: 1.4×; x2 is faster in bf16),
-    and the op is a small share of the network's FLOPs in fp32."""
+    """A transposed conv that computes in its weights' precision under any autocast (fp32: autocast
+    leaves weights fp32): oneDNN's bf16 kernel for FCN-32s' 64×64 stride-32 upsampler took 14× the
+    fp32 time on a Xeon with AMX (x8: 1.4×; x2 is faster in bf16), and the op is a small share of the
+    network's FLOPs in fp32. Weights converted to another precision (``bf16-true``) are followed."""
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         with torch.autocast(device_type=input.device.type, enabled=False):
-            return super().forward(input.float(), output_size)
+            return super().forward(input.to(self.weight.dtype), output_size)
 
 
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
